@@ -1,0 +1,129 @@
+"""Layer base class and the registry that maps Caffe type names to classes.
+
+Contract (the net knows nothing else of a layer):
+
+* ``__init__(param, phase, backend)`` stores the ``LayerParameter``; no arrays yet.
+* ``setup(bottom_shapes)`` runs once before the first ``reshape``: it checks the
+  parameters and creates the learnable ``self.blobs`` (float32, from fillers) when
+  the layer has any. Weights from a caffemodel replace them afterwards.
+* ``reshape(bottom_shapes) -> top_shapes`` is pure shape inference.
+* ``forward(bottoms) -> tops`` returns new arrays (or the bottom itself for a
+  pass-through). A layer may keep in ``self`` what its backward needs.
+* ``backward(top_diffs, bottoms, tops, propagate_down) -> bottom_diffs``: adds the
+  parameter gradients into ``self.diffs`` (same shapes as ``self.blobs``) and
+  returns one gradient (or None) per bottom. ``top_diffs[i]`` may be None when
+  nothing downstream needs top i; treat it as zero.
+
+Layers compute with ``self.xp`` only, and in the dtype of their inputs/params,
+so gradient checks can run in float64 and the GPU path is the same code.
+"""
+from __future__ import annotations
+
+from ..errors import RistrettoError
+
+LAYER_TYPES: dict[str, type["Layer"]] = {}
+
+TRAIN, TEST = 0, 1  # caffe.Phase values
+
+
+def register(*type_names: str):
+    """Class decorator: register a layer class under one or more Caffe type names."""
+
+    def deco(cls):
+        for name in type_names:
+            if name in LAYER_TYPES and LAYER_TYPES[name] is not cls:
+                raise ValueError(f"layer type {name!r} registered twice")
+            LAYER_TYPES[name] = cls
+        cls.type_names = tuple(type_names)
+        return cls
+
+    return deco
+
+
+def create_layer(param, phase: int, backend) -> "Layer":
+    """Instantiate the registered class for ``param.type``."""
+    from . import load_all  # noqa: F401  (imports every layer module once)
+
+    load_all()
+    cls = LAYER_TYPES.get(param.type)
+    if cls is None:
+        known = ", ".join(sorted(LAYER_TYPES))
+        raise RistrettoError(f"layer '{param.name}': unknown type '{param.type}'; supported types: {known}")
+    return cls(param, phase, backend)
+
+
+class Layer:
+    type_names: tuple[str, ...] = ()
+    # Arity: an int, a (min, max) tuple with max None for unbounded, or None for any.
+    num_bottoms: int | tuple | None = None
+    num_tops: int | tuple | None = None
+    #: loss layers weigh their first top by 1 unless loss_weight says otherwise
+    is_loss: bool = False
+
+    def __init__(self, param, phase: int, backend):
+        self.param = param
+        self.phase = phase
+        self.backend = backend
+        self.xp = backend.xp
+        self.blobs: list = []
+        self.diffs: list = []
+
+    # -- identity ---------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.param.name
+
+    @property
+    def type(self) -> str:
+        return self.param.type
+
+    def error(self, message: str) -> RistrettoError:
+        """An error that names this layer; ``raise self.error('...')``."""
+        return RistrettoError(f"layer '{self.name}' ({self.type}): {message}")
+
+    # -- contract ---------------------------------------------------------
+    def check_arity(self, n_bottoms: int, n_tops: int) -> None:
+        for what, n, rule in (("bottom", n_bottoms, self.num_bottoms), ("top", n_tops, self.num_tops)):
+            if rule is None:
+                continue
+            lo, hi = (rule, rule) if isinstance(rule, int) else rule
+            if n < lo or (hi is not None and n > hi):
+                want = str(lo) if lo == hi else f"{lo}..{'' if hi is None else hi}"
+                raise self.error(f"takes {want} {what} blob(s), got {n}")
+
+    def setup(self, bottom_shapes: list[tuple]) -> None:
+        pass
+
+    def reshape(self, bottom_shapes: list[tuple]) -> list[tuple]:
+        raise NotImplementedError
+
+    def forward(self, bottoms: list) -> list:
+        raise NotImplementedError
+
+    def backward(self, top_diffs: list, bottoms: list, tops: list, propagate_down: list[bool]) -> list:
+        return [None] * len(bottoms)
+
+    # -- learning ---------------------------------------------------------
+    def zero_diffs(self) -> None:
+        self.diffs = [self.xp.zeros_like(b) for b in self.blobs]
+
+    def param_multipliers(self) -> list[tuple[float, float]]:
+        """(lr_mult, decay_mult) per learnable blob, from ``param {}`` entries."""
+        out = []
+        for i in range(len(self.blobs)):
+            if i < len(self.param.param):
+                spec = self.param.param[i]
+                out.append((spec.lr_mult, spec.decay_mult))
+            else:
+                out.append((1.0, 1.0))
+        return out
+
+    def loss_weights(self, n_tops: int) -> list[float]:
+        if len(self.param.loss_weight):
+            if len(self.param.loss_weight) != n_tops:
+                raise self.error(f"loss_weight has {len(self.param.loss_weight)} entries for {n_tops} tops")
+            return list(self.param.loss_weight)
+        return [1.0 if (self.is_loss and i == 0) else 0.0 for i in range(n_tops)]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
