@@ -1,0 +1,81 @@
+"""The `ristretto` command line: one click group, thin commands over the library."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from . import __version__
+from .errors import RistrettoError
+
+# Modules under ristretto_cli/commands that define click commands in COMMANDS.
+_COMMAND_MODULES = ("run", "convert", "quantize", "finetune", "demo")
+
+
+class DashUnderscoreGroup(click.Group):
+    """Accept `--error_margin` as well as `--error-margin` and `--flag=value` forms."""
+
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, args)
+
+    def get_command(self, ctx, name):
+        return super().get_command(ctx, name.replace("_", "-")) or super().get_command(ctx, name)
+
+
+def normalize_flag_spelling(args: list[str]) -> list[str]:
+    """Rewrite `--some_flag[=v]` to `--some-flag[=v]`; values are untouched."""
+    out = []
+    for a in args:
+        if a.startswith("--") and len(a) > 2:
+            name, eq, value = a[2:].partition("=")
+            a = "--" + name.replace("_", "-") + eq + value
+        out.append(a)
+    return out
+
+
+@click.group(cls=DashUnderscoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ristretto")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx, debug):
+    """Simulate reduced-precision CNN arithmetic on Caffe networks, search word widths,
+    fine-tune and write quantized Caffe-Ristretto models."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+for _mod in _COMMAND_MODULES:
+    try:
+        _m = importlib.import_module(f"ristretto_cli.commands.{_mod}")
+    except ModuleNotFoundError as _exc:
+        if _exc.name != f"ristretto_cli.commands.{_mod}":
+            raise
+        continue
+    for _cmd in getattr(_m, "COMMANDS", ()):
+        cli.add_command(_cmd)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = normalize_flag_spelling(list(sys.argv[1:] if argv is None else argv))
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="ristretto", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("ristretto: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except RistrettoError as exc:
+        if debug:
+            raise
+        click.echo(f"ristretto: error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("ristretto: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

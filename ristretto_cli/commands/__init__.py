@@ -1,0 +1,1 @@
+"""Click commands, one module per verb family; cli.py adds them to the group."""
