@@ -1,0 +1,156 @@
+"""Commands that run a net as it is: benchmark (test), forward, init, info, time."""
+from __future__ import annotations
+
+import time as _time
+
+import click
+import numpy as np
+
+from .. import ui
+from ..backend import get_backend
+from ..errors import RistrettoError
+from ..evaluate import score
+from ..loading import load_net
+from .options import gpu_option, iterations_option, model_option, phase_option, seed_option, weights_option
+
+
+@click.command("benchmark")
+@model_option
+@weights_option
+@iterations_option
+@gpu_option
+@click.option("--json", "json_out", default=None, help="Also write every figure as JSON to this file ('-': stdout).")
+@seed_option
+def benchmark(model, weights, iterations, gpu, json_out, seed):
+    """Score a net on its data layer, like `caffe test`: every output per batch and on average."""
+    net = load_net(model, weights, "TEST", get_backend(gpu, seed))
+    with ui.progress("benchmark", iterations) as advance:
+        def on_batch(i, values):
+            advance(info=" ".join(f"{k}={v:.4g}" for k, v in list(values.items())[:3]))
+            if not ui.err.is_terminal:
+                ui.log(f"Batch {i}, " + ", ".join(f"{k} = {v:.6g}" for k, v in values.items()))
+        scores = score(net, iterations, on_batch)
+    rows = []
+    for name, mean in scores.means.items():
+        w = scores.loss_weights.get(name)
+        rows.append([name, mean, "" if not w else f"{w:g} x {mean:.6g} = {w * mean:.6g} loss"])
+    ui.table(f"{net.name or model}: mean over {iterations} batches", ["output", "value", "loss contribution"], rows)
+    if json_out:
+        data = {"model": model, "weights": weights, **scores.to_json()}
+        ui.write_json(json_out, data)
+
+
+@click.command("forward")
+@model_option
+@weights_option
+@click.option("--input", "inputs", multiple=True, required=True, metavar="BLOB=FILE.npy",
+              help="Feed a blob from a .npy file (repeatable).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Write every blob to this .npz.")
+@phase_option
+@gpu_option
+@seed_option
+def forward(model, weights, inputs, output, phase, gpu, seed):
+    """One forward pass on given arrays; save every blob as it stands at the end."""
+    backend = get_backend(gpu, seed)
+    feeds = {}
+    for spec in inputs:
+        blob, sep, path = spec.partition("=")
+        if not sep or not blob or not path:
+            raise RistrettoError(f"--input {spec!r}: expected BLOB=FILE.npy")
+        try:
+            feeds[blob] = np.load(path, allow_pickle=False).astype(np.float32, copy=False)
+        except (OSError, ValueError) as exc:
+            raise RistrettoError(f"{path}: cannot read as .npy ({exc})") from None
+    net = load_net(model, weights, phase, backend)
+    net.forward({k: backend.asarray(v) for k, v in feeds.items()})
+    arrays = {name: backend.to_numpy(arr) for name, arr in net.blobs.items()}
+    from ..caffe.atomic import atomic_writer
+
+    with atomic_writer(output) as fh:
+        np.savez(fh, **arrays)
+    ui.log(f"wrote {len(arrays)} blobs to {output}")
+
+
+@click.command("init")
+@model_option
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Caffemodel to write.")
+@seed_option
+@click.option("--filler", type=click.Choice(["constant", "gaussian", "xavier", "msra", "uniform",
+                                             "positive_unitball", "bilinear"]), default=None,
+              help="Fill every weight (blobs of 2 or more axes) with this filler instead of the prototxt's.")
+@phase_option
+def init(model, output, seed, filler, phase):
+    """Write a caffemodel with parameters drawn from the prototxt's fillers (or one named filler)."""
+    from ..caffe.caffemodel import write_caffemodel
+    from ..layers.fillers import fill
+    from ..proto import caffe_pb2
+
+    backend = get_backend(None, seed)
+    net = load_net(model, None, phase, backend)
+    if filler:
+        fp = caffe_pb2.FillerParameter(type=filler)
+        for layer in net.layers:
+            for k, blob in enumerate(layer.blobs):
+                if blob.ndim >= 2:
+                    layer.blobs[k][...] = fill(fp, blob.shape, backend)
+    write_caffemodel(output, net.to_proto(with_weights=True))
+    ui.log(f"wrote {net.count_params():,} parameters of {sum(1 for l in net.layers if l.blobs)} layers to {output}")
+
+
+@click.command("info")
+@model_option
+@weights_option
+@phase_option
+def info(model, weights, phase):
+    """Per layer: type, top shapes, parameters and multiply-accumulates; totals."""
+    from ..analysis import layer_macs
+
+    net = load_net(model, weights, phase)
+    rows, total_params, total_macs = [], 0, 0
+    for i, layer in enumerate(net.layers):
+        tops = [net.blob_shapes[t] for t in net.top_names[i]]
+        bottoms = [net.blob_shapes[b] for b in net.bottom_names[i]]
+        params = sum(int(b.size) for b in layer.blobs)
+        macs = layer_macs(layer, bottoms, tops)
+        total_params += params
+        total_macs += macs
+        rows.append([layer.name, layer.type, " ".join("x".join(map(str, s)) for s in tops), params, macs])
+    rows.append(["total", "", "", total_params, total_macs])
+    ui.table(f"{net.name or model} ({phase})", ["layer", "type", "top shapes", "params", "MACs"], rows)
+
+
+@click.command("time")
+@model_option
+@weights_option
+@iterations_option
+@phase_option
+@gpu_option
+def time_cmd(model, weights, iterations, phase, gpu):
+    """Average forward (and, in TRAIN, backward) time per layer, like `caffe time`."""
+    backend = get_backend(gpu)
+    net = load_net(model, weights, phase, backend)
+    fwd = np.zeros(len(net.layers))
+    clock = _time.perf_counter
+    sync = (lambda: backend.xp.cuda.Stream.null.synchronize()) if backend.name == "cupy" else (lambda: None)
+    stamps = {}
+
+    def on_layer(i, layer, names, tops):
+        sync()
+        now = clock()
+        fwd[i] += now - stamps["t"]
+        stamps["t"] = now
+
+    net.forward()  # warm-up
+    with ui.progress("time", iterations) as advance:
+        for _ in range(iterations):
+            stamps["t"] = clock()
+            net.forward(on_layer=on_layer)
+            advance()
+    rows = [[l.name, l.type, 1000 * fwd[i] / iterations] for i, l in enumerate(net.layers)]
+    rows.append(["total", "", 1000 * fwd.sum() / iterations])
+    ui.table(f"{net.name or model}: forward ms per batch ({iterations} iterations)", ["layer", "type", "ms"], rows)
+
+
+benchmark_alias = click.Command("test", params=benchmark.params, callback=benchmark.callback,
+                                help="Alias of `benchmark` (Caffe's verb).")
+COMMANDS = [benchmark, benchmark_alias, forward, init, info, time_cmd]

@@ -1,0 +1,313 @@
+"""The executor: builds layers from a NetParameter and runs forward / backward.
+
+Blobs live in ``self.blobs`` by name. A layer's forward returns new arrays and the
+net rebinds the top names, so an in-place layer (top == bottom) simply replaces
+the blob. Layers that trim their bottom in place (the Ristretto layers) mutate the
+array object, which every reader of the blob shares, as Caffe's memory does.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from ..backend import Backend, default_backend
+from ..errors import RistrettoError
+from ..layers import TEST, TRAIN, Layer, create_layer
+from ..proto import caffe_pb2
+from .graph import filter_net, insert_splits
+
+PHASES = {"TRAIN": TRAIN, "TEST": TEST, TRAIN: TRAIN, TEST: TEST}
+
+
+@dataclass
+class ParamRef:
+    """One learnable array of the net, as the solver sees it."""
+
+    layer: Layer
+    index: int
+    lr_mult: float
+    decay_mult: float
+    name: str  # "<layer>/<index>" or the shared ParamSpec name
+
+    @property
+    def data(self):
+        return self.layer.blobs[self.index]
+
+    @property
+    def diff(self):
+        return self.layer.diffs[self.index]
+
+
+def _phase(phase) -> int:
+    if isinstance(phase, str):
+        phase = phase.upper()
+    if phase not in PHASES:
+        raise RistrettoError(f"unknown phase {phase!r}; use TRAIN or TEST")
+    return PHASES[phase]
+
+
+class Net:
+    """A Caffe network built for one phase on one backend."""
+
+    def __init__(self, param, phase="TEST", backend: Backend | None = None, level: int | None = None,
+                 stages=None, source: str = "<net>"):
+        self.backend = backend or default_backend()
+        self.xp = self.backend.xp
+        self.phase = _phase(phase)
+        self.source = source
+        level = param.state.level if level is None else level
+        stages = tuple(param.state.stage) if stages is None else tuple(stages)
+        self.name = param.name
+        self.param = filter_net(param, self.phase, level, stages)  # what to_proto writes back
+        built = insert_splits(self.param)
+
+        self.layers: list[Layer] = []
+        self.bottom_names: list[list[str]] = []
+        self.top_names: list[list[str]] = []
+        self.blob_shapes: dict[str, tuple] = {}
+        self.loss_weights: dict[str, float] = {}
+        for lp in built.layer:
+            layer = create_layer(lp, self.phase, self.backend)
+            bottoms, tops = list(lp.bottom), list(lp.top)
+            layer.check_arity(len(bottoms), len(tops))
+            shapes = [self.blob_shapes[b] for b in bottoms]
+            layer.setup(shapes)
+            top_shapes = layer.reshape(shapes)
+            if len(top_shapes) != len(tops):
+                raise layer.error(f"produced {len(top_shapes)} tops for {len(tops)} top names")
+            for t, s, w in zip(tops, top_shapes, layer.loss_weights(len(tops))):
+                self.blob_shapes[t] = tuple(int(d) for d in s)
+                if w:
+                    self.loss_weights[t] = float(w)
+            self.layers.append(layer)
+            self.bottom_names.append(bottoms)
+            self.top_names.append(tops)
+        self.layer_names = [l.name for l in self.layers]
+        self._by_name = {l.name: l for l in self.layers}
+        # Outputs are the blobs nothing reads after their last producer (Caffe's available blobs).
+        available: list[str] = []
+        for bs, ts in zip(self.bottom_names, self.top_names):
+            available = [a for a in available if a not in bs]
+            available += [t for t in ts if t not in available]
+        self.outputs = available
+        self.inputs = [t for i, ts in enumerate(self.top_names) if not self.bottom_names[i] for t in ts]
+        self._share_named_params()
+        self.blobs: dict = {}
+        self._saved: list = [None] * len(self.layers)
+
+    # -- construction helpers ---------------------------------------------
+    def _share_named_params(self) -> None:
+        """Layers whose ``param { name: ... }`` agree share one array (Caffe's weight sharing)."""
+        owners: dict[str, tuple[Layer, int]] = {}
+        self._shared: dict[tuple[int, int], tuple[Layer, int]] = {}
+        for li, layer in enumerate(self.layers):
+            for pi, spec in enumerate(layer.param.param):
+                if not spec.name or pi >= len(layer.blobs):
+                    continue
+                if spec.name not in owners:
+                    owners[spec.name] = (layer, pi)
+                    continue
+                owner, oi = owners[spec.name]
+                src = owner.blobs[oi]
+                if tuple(src.shape) != tuple(layer.blobs[pi].shape):
+                    if spec.share_mode != 1 or src.size != layer.blobs[pi].size:  # 1 = PERMISSIVE
+                        raise layer.error(f"shared param '{spec.name}' has shape {tuple(layer.blobs[pi].shape)}, "
+                                          f"owner '{owner.name}' has {tuple(src.shape)}")
+                layer.blobs[pi] = src if src.shape == layer.blobs[pi].shape else src.reshape(layer.blobs[pi].shape)
+                self._shared[(li, pi)] = (owner, oi)
+
+    def layer(self, name: str) -> Layer:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise RistrettoError(f"net '{self.name}' has no layer '{name}'") from None
+
+    # -- execution ---------------------------------------------------------
+    def forward(self, inputs: dict | None = None, *, start: int = 0, end: int | None = None,
+                on_layer: Callable | None = None, keep_for_backward: bool | None = None) -> dict:
+        """Run layers ``start`` .. ``end``-1 and return {output blob: array}.
+
+        ``inputs`` feeds blobs by name: a layer without bottoms whose tops are all fed
+        is skipped (so arrays can replace Input or Data layers). ``on_layer(i, layer,
+        top_names, tops)`` is called right after each layer runs. Starting later than
+        0 reuses the blobs of the previous pass (the quantize search relies on it).
+        """
+        xp = self.xp
+        inputs = inputs or {}
+        for name, arr in inputs.items():
+            if name not in self.blob_shapes:
+                raise RistrettoError(f"net '{self.name}' has no blob '{name}' to feed; inputs are "
+                                     f"{', '.join(self.inputs) or 'none'}")
+            arr = xp.asarray(arr, dtype=xp.float32) if getattr(arr, "dtype", None) != xp.float32 else arr
+            self.blobs[name] = arr
+        if keep_for_backward is None:
+            keep_for_backward = self.phase == TRAIN
+        end = len(self.layers) if end is None else end
+        for i in range(start, end):
+            layer, bnames, tnames = self.layers[i], self.bottom_names[i], self.top_names[i]
+            if not bnames and tnames and all(t in inputs for t in tnames):
+                tops = [self.blobs[t] for t in tnames]
+                bottoms = []
+            else:
+                try:
+                    bottoms = [self.blobs[b] for b in bnames]
+                except KeyError as exc:
+                    raise RistrettoError(f"layer '{layer.name}': blob {exc} has no value; run the "
+                                         f"layers before it or feed it") from None
+                tops = layer.forward(bottoms)
+            if keep_for_backward:
+                self._saved[i] = (bottoms, tops)
+            for t, arr in zip(tnames, tops):
+                self.blobs[t] = arr
+            if on_layer is not None:
+                on_layer(i, layer, tnames, tops)
+        return {o: self.blobs[o] for o in self.outputs if o in self.blobs}
+
+    def loss(self) -> float:
+        """Sum over loss-weighted blobs of weight * sum(blob), as Caffe's Net::ForwardBackward reports."""
+        total = 0.0
+        for name, w in self.loss_weights.items():
+            if name in self.blobs:
+                total += w * float(self.blobs[name].sum())
+        return total
+
+    def needs_backward(self) -> list[bool]:
+        """Per layer: does any gradient reach or leave it (Caffe's layer_need_backward)."""
+        need_blob: set[str] = set()
+        force = self.param.force_backward
+        out = []
+        for i, layer in enumerate(self.layers):
+            learns = any(m[0] != 0 for m in layer.param_multipliers()) if layer.blobs else False
+            from_below = any(b in need_blob for b in self.bottom_names[i])
+            need = learns or from_below or (force and bool(self.bottom_names[i]))
+            out.append(need)
+            if need:
+                need_blob.update(self.top_names[i])
+        return out
+
+    def backward(self) -> dict:
+        """Back-propagate from the loss-weighted tops; parameter gradients accumulate
+        into each layer's ``diffs`` (call ``zero_diffs`` between iterations). Returns
+        the gradient of every blob that got one."""
+        xp = self.xp
+        diffs: dict = {}
+        for name, w in self.loss_weights.items():
+            diffs[name] = xp.full(self.blobs[name].shape, w, dtype=self.blobs[name].dtype)
+        need = self.needs_backward()
+        need_blob = set()
+        for i, ts in enumerate(self.top_names):
+            if need[i]:
+                need_blob.update(ts)
+        for i in range(len(self.layers) - 1, -1, -1):
+            if not need[i]:
+                continue
+            saved = self._saved[i]
+            if saved is None:
+                raise RistrettoError("backward needs a forward pass with keep_for_backward=True first")
+            layer, bnames, tnames = self.layers[i], self.bottom_names[i], self.top_names[i]
+            top_diffs = [diffs.pop(t, None) for t in tnames]
+            if all(d is None for d in top_diffs):
+                continue
+            bottoms, tops = saved
+            if len(layer.param.propagate_down):
+                prop = [bool(p) for p in layer.param.propagate_down]
+            else:
+                prop = [(b in need_blob) or self.param.force_backward for b in bnames]
+            if not layer.diffs and layer.blobs:
+                layer.zero_diffs()
+            bdiffs = layer.backward(top_diffs, bottoms, tops, prop)
+            for b, d, p in zip(bnames, bdiffs, prop):
+                if d is None or not p:
+                    continue
+                diffs[b] = d if b not in diffs else diffs[b] + d
+        for (li, pi), (owner, oi) in self._shared.items():
+            sharer = self.layers[li]
+            if sharer.diffs and owner.diffs:
+                owner.diffs[oi] += sharer.diffs[pi].reshape(owner.diffs[oi].shape)
+                sharer.diffs[pi][...] = 0
+        return diffs
+
+    def zero_diffs(self) -> None:
+        for layer in self.layers:
+            if layer.blobs:
+                layer.zero_diffs()
+
+    def release(self) -> None:
+        """Drop activations kept for backward."""
+        self._saved = [None] * len(self.layers)
+
+    # -- parameters -------------------------------------------------------
+    def learnable_params(self) -> list[ParamRef]:
+        """Every learnable array once (shared arrays are listed at their owner)."""
+        out = []
+        for li, layer in enumerate(self.layers):
+            for pi, (lr, decay) in enumerate(layer.param_multipliers()):
+                if (li, pi) in self._shared:
+                    continue
+                name = layer.param.param[pi].name if pi < len(layer.param.param) and layer.param.param[pi].name \
+                    else f"{layer.name}/{pi}"
+                out.append(ParamRef(layer, pi, lr, decay, name))
+        return out
+
+    def load_weights(self, paths) -> None:
+        """Copy weights by layer name from one or more caffemodels (later ones win), like Caffe."""
+        from ..caffe.weights import fit_blob, load_weights
+
+        if isinstance(paths, str):
+            paths = [p for p in paths.split(",") if p]
+        for name, entries in load_weights(list(paths)).items():
+            layer = self._by_name.get(name)
+            if layer is None:
+                continue
+            self._assign(layer, entries)
+
+    def _assign(self, layer: Layer, entries) -> None:
+        from ..caffe.weights import fit_blob
+
+        if len(entries) != len(layer.blobs):
+            raise layer.error(f"weights file has {len(entries)} blobs, the layer has {len(layer.blobs)}")
+        for k, entry in enumerate(entries):
+            array, legacy, filename = entry if len(entry) == 3 else (*entry, "weights")
+            target = layer.blobs[k]
+            fitted = fit_blob(array, legacy, tuple(target.shape), layer.name, k, filename)
+            target[...] = self.xp.asarray(fitted, dtype=target.dtype)
+
+    def share_weights_from(self, other: "Net") -> None:
+        """Make layers of the same name use ``other``'s arrays (Caffe's ShareTrainedLayersWith)."""
+        for layer in self.layers:
+            src = other._by_name.get(layer.name)
+            if src is None or not layer.blobs:
+                continue
+            if len(src.blobs) != len(layer.blobs):
+                raise layer.error(f"cannot share weights with '{src.name}': {len(src.blobs)} vs "
+                                  f"{len(layer.blobs)} blobs")
+            for k in range(len(layer.blobs)):
+                if tuple(src.blobs[k].shape) != tuple(layer.blobs[k].shape):
+                    raise layer.error(f"cannot share blob {k}: shape {tuple(src.blobs[k].shape)} vs "
+                                      f"{tuple(layer.blobs[k].shape)}")
+            layer.blobs = src.blobs
+
+    def to_proto(self, with_weights: bool = True):
+        """The net's NetParameter (without inserted Splits), with its current weights."""
+        from ..caffe.blobproto import array_to_blob
+
+        out = caffe_pb2.NetParameter()
+        out.CopyFrom(self.param)
+        if with_weights:
+            for lp in out.layer:
+                layer = self._by_name.get(lp.name)
+                del lp.blobs[:]
+                if layer is None:
+                    continue
+                for b in layer.blobs:
+                    lp.blobs.add().CopyFrom(array_to_blob(self.backend.to_numpy(b)))
+        return out
+
+    # -- reporting -----------------------------------------------------------
+    def count_params(self) -> int:
+        return sum(int(math.prod(r.data.shape)) for r in self.learnable_params())
+
+    def __repr__(self) -> str:
+        phase = "TRAIN" if self.phase == TRAIN else "TEST"
+        return f"<Net {self.name!r} {phase}: {len(self.layers)} layers, outputs {self.outputs}>"

@@ -1,0 +1,61 @@
+"""Terminal output: progress bars on stderr, tables on stdout (rich)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+    TimeRemainingColumn
+from rich.table import Table
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int | None):
+    """A progress bar with count, ETA and a free-text status field ``info``."""
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                   console=err, transient=not err.is_terminal, disable=not err.is_terminal
+                   and not os.environ.get("RISTRETTO_PROGRESS"))
+    with bar:
+        task = bar.add_task(description, total=total, info="")
+
+        def advance(n: int = 1, info: str | None = None):
+            bar.update(task, advance=n, **({"info": info} if info is not None else {}))
+
+        yield advance
+
+
+def table(title: str, columns: list[str], rows: list[list], console: Console = out) -> None:
+    t = Table(title=title, title_justify="left")
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="left" if i == 0 else "right")
+    for r in rows:
+        t.add_row(*[fmt(v) for v in r])
+    console.print(t)
+
+
+def fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def log(message: str) -> None:
+    err.print(message)
+
+
+def write_json(path: str, data) -> None:
+    """Write ``data`` as JSON atomically ('-' = stdout)."""
+    text = json.dumps(data, indent=2, sort_keys=False, default=float)
+    if path == "-":
+        sys.stdout.write(text + "\n")
+        return
+    from .caffe.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, (text + "\n").encode())
