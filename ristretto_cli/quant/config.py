@@ -1,0 +1,154 @@
+"""QuantConfig: one layer's ``quantization_param`` as a validated, hashable value.
+
+It mirrors ``caffe.QuantizationParameter`` field for field (same names, same
+defaults), and knows which format each of a layer's four trim sites uses:
+
+============================  ==================  =================  ================
+precision                     inputs              weights            bias
+============================  ==================  =================  ================
+DYNAMIC_FIXED_POINT           bw/fl_layer_in      bw/fl_params       bw/fl_params
+MINIFLOAT                     mant/exp_bits       mant/exp_bits      mant/exp_bits
+INTEGER_POWER_OF_2_WEIGHTS    bw/fl_layer_in      exp_min..exp_max   untouched
+============================  ==================  =================  ================
+
+Outputs use bw/fl_layer_out (minifloat: mant/exp_bits).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import IntEnum
+
+from . import formats
+from .rounding import FormatError, Rounding, as_rounding
+
+
+class Precision(IntEnum):
+    """Values of the proto enum ``caffe.QuantizationParameter.Precision``."""
+
+    DYNAMIC_FIXED_POINT = 0
+    MINIFLOAT = 1
+    INTEGER_POWER_OF_2_WEIGHTS = 2
+
+
+def as_precision(value) -> Precision:
+    if isinstance(value, str):
+        try:
+            return Precision[value.upper()]
+        except KeyError:
+            raise FormatError(f"unknown precision '{value}'; known: "
+                              f"{', '.join(p.name for p in Precision)}") from None
+    try:
+        return Precision(int(value))
+    except (ValueError, TypeError):
+        raise FormatError(f"unknown precision {value!r}") from None
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    precision: Precision = Precision.DYNAMIC_FIXED_POINT
+    rounding_scheme: Rounding = Rounding.NEAREST
+    bw_layer_in: int = 32
+    bw_layer_out: int = 32
+    bw_params: int = 32
+    fl_layer_in: int = 16
+    fl_layer_out: int = 16
+    fl_params: int = 16
+    mant_bits: int = 23
+    exp_bits: int = 8
+    exp_min: int = -8
+    exp_max: int = -1
+    saturate_after_rounding: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "precision", as_precision(self.precision))
+        object.__setattr__(self, "rounding_scheme", as_rounding(self.rounding_scheme))
+
+    # -- proto ------------------------------------------------------------
+    @classmethod
+    def from_proto(cls, qp) -> "QuantConfig":
+        """From a ``caffe_pb2.QuantizationParameter`` (unset fields take the proto defaults)."""
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            kwargs[f.name] = getattr(qp, f.name)
+        return cls(**kwargs)
+
+    def to_proto(self, qp=None):
+        """Fill (or create) a ``QuantizationParameter``; every field is written explicitly."""
+        if qp is None:
+            from ..proto import caffe_pb2
+
+            qp = caffe_pb2.QuantizationParameter()
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            setattr(qp, f.name, int(value) if isinstance(value, IntEnum) else value)
+        return qp
+
+    def replace(self, **changes) -> "QuantConfig":
+        return dataclasses.replace(self, **changes)
+
+    # -- checks -----------------------------------------------------------
+    def validate(self) -> "QuantConfig":
+        """Raise FormatError for impossible settings of the chosen precision; return self."""
+        p = self.precision
+        if p == Precision.DYNAMIC_FIXED_POINT:
+            for site in ("layer_in", "layer_out", "params"):
+                try:
+                    formats.check_fixed_point(getattr(self, f"bw_{site}"), getattr(self, f"fl_{site}"))
+                except FormatError as exc:
+                    raise FormatError(f"bw_{site}/fl_{site}: {exc}") from None
+        elif p == Precision.MINIFLOAT:
+            formats.check_minifloat(self.mant_bits, self.exp_bits)
+        elif p == Precision.INTEGER_POWER_OF_2_WEIGHTS:
+            formats.check_pow2(self.exp_min, self.exp_max)
+            for site in ("layer_in", "layer_out"):
+                try:
+                    formats.check_fixed_point(getattr(self, f"bw_{site}"), getattr(self, f"fl_{site}"))
+                except FormatError as exc:
+                    raise FormatError(f"bw_{site}/fl_{site}: {exc}") from None
+        return self
+
+    # -- the four trim sites ----------------------------------------------
+    def _trim_activation(self, x, bw, fl, rounding, rng):
+        if self.precision == Precision.MINIFLOAT:
+            return formats.trim_minifloat(x, self.mant_bits, self.exp_bits, rounding, rng,
+                                          self.saturate_after_rounding)
+        return formats.trim_fixed_point(x, bw, fl, rounding, rng)
+
+    def trim_input(self, x, rounding=None, rng=None):
+        """A layer input in this layer's activation format (new array)."""
+        r = self.rounding_scheme if rounding is None else rounding
+        return self._trim_activation(x, self.bw_layer_in, self.fl_layer_in, r, rng)
+
+    def trim_output(self, x, rounding=None, rng=None):
+        """A layer output in this layer's activation format (new array)."""
+        r = self.rounding_scheme if rounding is None else rounding
+        return self._trim_activation(x, self.bw_layer_out, self.fl_layer_out, r, rng)
+
+    def trim_weights(self, w, rounding=None, rng=None):
+        """Weights in the parameter format (new array)."""
+        r = self.rounding_scheme if rounding is None else rounding
+        if self.precision == Precision.MINIFLOAT:
+            return formats.trim_minifloat(w, self.mant_bits, self.exp_bits, r, rng,
+                                          self.saturate_after_rounding)
+        if self.precision == Precision.INTEGER_POWER_OF_2_WEIGHTS:
+            return formats.trim_pow2(w, self.exp_min, self.exp_max, r, rng)
+        return formats.trim_fixed_point(w, self.bw_params, self.fl_params, r, rng)
+
+    def trim_bias(self, b, rounding=None, rng=None):
+        """Bias in the weights' format; power-of-two layers leave it as it is (same array)."""
+        if self.precision == Precision.INTEGER_POWER_OF_2_WEIGHTS:
+            return b
+        return self.trim_weights(b, rounding, rng)
+
+    def describe(self) -> str:
+        """Short human-readable summary, e.g. for tables and error messages."""
+        p = self.precision
+        r = self.rounding_scheme.name
+        if p == Precision.MINIFLOAT:
+            return f"minifloat m{self.mant_bits} e{self.exp_bits} {r}"
+        if p == Precision.INTEGER_POWER_OF_2_WEIGHTS:
+            return (f"pow2 weights 2^[{self.exp_min},{self.exp_max}] in {self.bw_layer_in}/{self.fl_layer_in} "
+                    f"out {self.bw_layer_out}/{self.fl_layer_out} {r}")
+        return (f"dfp in {self.bw_layer_in}/{self.fl_layer_in} params {self.bw_params}/{self.fl_params} "
+                f"out {self.bw_layer_out}/{self.fl_layer_out} {r}")

@@ -1,0 +1,196 @@
+"""Ristretto's number formats as pure functions on arrays (DESIGN.md section 3).
+
+Each ``trim_*`` function takes an array (NumPy or CuPy; the module is found from
+the array), returns a new array of the same shape and floating dtype, and never
+modifies its input. float32 in, float32 out; float64 inputs (gradient checks)
+are trimmed to the same values and stay float64. Rounding ``R`` is one of
+:class:`~ristretto_cli.quant.rounding.Rounding`; STOCHASTIC needs ``rng``.
+
+These follow the original's CUDA kernels (the path the paper's numbers came
+from), which ``../shared/golden`` reproduces bit for bit.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+from .rounding import FormatError, Rounding, array_module, as_rounding, round_to_integer
+
+__all__ = [
+    "FormatError", "Rounding", "check_fixed_point", "check_minifloat", "check_pow2",
+    "fixed_point_grid", "minifloat_bias", "minifloat_max", "minifloat_min", "trim_fixed_point",
+    "trim_minifloat", "trim_pow2",
+]
+
+MAX_BITS = 32
+#: exponents of 2 that float32 can hold (denormals included)
+FLOAT32_EXP_RANGE = (-149, 127)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) or (hasattr(v, "__index__") and not isinstance(v, bool))
+
+
+def check_fixed_point(bw, fl) -> None:
+    """Raise FormatError unless ``bw`` in 1..32 and ``fl`` an integer."""
+    if not _is_int(bw) or not 1 <= int(bw) <= MAX_BITS:
+        raise FormatError(f"dynamic fixed point bit width must be an integer in 1..{MAX_BITS}, got {bw!r}")
+    if not _is_int(fl) or not -256 <= int(fl) <= 256:
+        raise FormatError(f"dynamic fixed point fractional length must be an integer in -256..256, got {fl!r}")
+
+
+def check_minifloat(mant_bits, exp_bits) -> None:
+    """Raise FormatError unless 0 <= mant_bits <= 23, 1 <= exp_bits <= 8 (at most float32)."""
+    if not _is_int(mant_bits) or not 0 <= int(mant_bits) <= 23:
+        raise FormatError(f"minifloat mant_bits must be an integer in 0..23, got {mant_bits!r}")
+    if not _is_int(exp_bits) or not 1 <= int(exp_bits) <= 8:
+        raise FormatError(f"minifloat exp_bits must be an integer in 1..8, got {exp_bits!r}")
+
+
+def check_pow2(exp_min, exp_max) -> None:
+    """Raise FormatError unless exp_min <= exp_max, both powers float32 can hold."""
+    lo, hi = FLOAT32_EXP_RANGE
+    for name, v in (("exp_min", exp_min), ("exp_max", exp_max)):
+        if not _is_int(v) or not lo <= int(v) <= hi:
+            raise FormatError(f"power-of-two {name} must be an integer in {lo}..{hi}, got {v!r}")
+    if int(exp_min) > int(exp_max):
+        raise FormatError(f"power-of-two exp_min ({exp_min}) must not exceed exp_max ({exp_max})")
+
+
+# -- NumPy-free helpers for people who design the hardware --------------------
+
+def fixed_point_grid(bw: int, fl: int) -> tuple[float, float, float]:
+    """(min, max, step) of dynamic fixed point (bw, fl), exact Python floats.
+
+    min = -2^(bw-1) * 2^-fl, max = (2^(bw-1) - 1) * 2^-fl, step = 2^-fl. (In
+    float32 arithmetic a max with bw > 24 is not representable and rounds up to
+    2^(bw-1) * 2^-fl, which is what :func:`trim_fixed_point` then saturates to.)
+    """
+    check_fixed_point(bw, fl)
+    step = math.ldexp(1.0, -int(fl))
+    return -math.ldexp(1.0, int(bw) - 1) * step, (math.ldexp(1.0, int(bw) - 1) - 1) * step, step
+
+
+def minifloat_bias(exp_bits: int) -> int:
+    """Exponent bias 2^(e-1) - 1."""
+    return (1 << (int(exp_bits) - 1)) - 1
+
+
+def minifloat_max(mant_bits: int, exp_bits: int) -> float:
+    """Saturation value (2 - 2^-m) * 2^(2^(e-1)): largest code, all exponent and mantissa bits set.
+
+    (4, 3) -> 480, (10, 5) -> 131008. A mantissa that rounds up at the top exponent
+    carries past it (to 2^(2^(e-1)+1), 512 in (4, 3)) unless
+    ``saturate_after_rounding`` is asked for; see :func:`trim_minifloat`.
+    """
+    check_minifloat(mant_bits, exp_bits)
+    return (2.0 - math.ldexp(1.0, -int(mant_bits))) * math.ldexp(1.0, 1 << (int(exp_bits) - 1))
+
+
+def minifloat_min(mant_bits: int, exp_bits: int) -> float:
+    """Smallest nonzero magnitude 2^-bias (biased exponent 0 is normal; no denormals)."""
+    check_minifloat(mant_bits, exp_bits)
+    return math.ldexp(1.0, -minifloat_bias(exp_bits))
+
+
+# -- the formats -------------------------------------------------------------
+
+def _float_input(x):
+    xp = array_module(x)
+    x = xp.asarray(x)
+    if x.dtype.kind != "f":
+        x = x.astype(xp.float32)
+    return xp, x
+
+
+@contextlib.contextmanager
+def _quiet(xp):
+    """Silence NumPy's overflow/invalid warnings where inf/NaN are the intended result."""
+    if hasattr(xp, "errstate"):
+        with xp.errstate(all="ignore"):
+            yield
+    else:  # pragma: no cover
+        yield
+
+
+def trim_fixed_point(x, bw: int, fl: int, rounding=Rounding.NEAREST, rng=None):
+    """Dynamic fixed point: clamp to [-2^(bw-1), 2^(bw-1)-1] * 2^-fl, then R(x * 2^fl) * 2^-fl.
+
+    Saturation happens before rounding, as in the original. The bounds are
+    rounded to the array's dtype (float32: bw > 24 saturates at 2^(bw-1) * 2^-fl).
+    NaN saturates to the upper bound (C ``fmin``/``fmax`` semantics).
+    """
+    check_fixed_point(bw, fl)
+    rounding = as_rounding(rounding)
+    xp, x = _float_input(x)
+    bw, fl = int(bw), int(fl)
+    hi = x.dtype.type((2.0 ** (bw - 1) - 1) * 2.0 ** -fl)
+    lo = x.dtype.type(-(2.0 ** (bw - 1)) * 2.0 ** -fl)
+    with _quiet(xp):
+        v = xp.fmax(xp.fmin(x, hi), lo)
+        k = round_to_integer(xp.ldexp(v, fl), rounding, xp, rng)
+        return xp.ldexp(k, -fl).astype(x.dtype, copy=False)
+
+
+def trim_minifloat(x, mant_bits: int, exp_bits: int, rounding=Rounding.NEAREST, rng=None,
+                   saturate_after_rounding: bool = False):
+    """Minifloat with ``mant_bits`` mantissa and ``exp_bits`` exponent bits, on the float32 bits.
+
+    bias = 2^(e-1) - 1. From float32 sign s, biased exponent E, 23-bit mantissa M:
+    E == 0 (zero, denormal) -> +0; exp = E - 127 + bias; exp < 0 -> +0; exp > 2^e - 1
+    -> saturate (exp = 2^e - 1, mant = 2^m - 1); else mant = R(M / 2^(23-m)) with a
+    carry to 2^m kept. Result (-1)^s (1 + mant/2^m) 2^(exp-bias). Zeros are +0.
+
+    R acts on the signed scaled mantissa, so every scheme means what it means for
+    fixed point (TRUNCATE goes toward minus infinity also for negative values);
+    for the symmetric schemes this is R applied to the magnitude, as the original.
+
+    ``saturate_after_rounding`` (our option, not the original's) clamps a result
+    that rounded past the saturation value back to it, which makes the mapping
+    monotone: in (4, 3) 496 then gives 480 instead of 512.
+    """
+    check_minifloat(mant_bits, exp_bits)
+    rounding = as_rounding(rounding)
+    xp, x = _float_input(x)
+    m, e = int(mant_bits), int(exp_bits)
+    bias = minifloat_bias(e)
+    max_exp = (1 << e) - 1
+
+    bits = x.astype(xp.float32).view(xp.uint32)
+    negative = (bits >> 31).astype(xp.bool_)
+    big_e = ((bits >> 23) & 0xFF).astype(xp.int32)
+    mant_in = (bits & 0x7FFFFF).astype(xp.float64)
+    exp = big_e - 127 + bias
+
+    scaled = xp.ldexp(mant_in, m - 23)  # exact in float64
+    signed = xp.where(negative, -scaled, scaled)
+    mant = xp.abs(round_to_integer(signed, rounding, xp, rng))
+    saturate = exp > max_exp
+    mant = xp.where(saturate, float((1 << m) - 1), mant)
+    exp = xp.where(saturate, max_exp, exp)
+
+    mag = xp.ldexp(1.0 + xp.ldexp(mant, -m), exp - bias)  # float64, exact
+    if saturate_after_rounding:
+        mag = xp.minimum(mag, minifloat_max(m, e))
+    mag = xp.where((big_e == 0) | (exp < 0), 0.0, mag)
+    out = xp.where(negative & (mag != 0), -mag, mag)
+    with _quiet(xp):  # e = 8 saturates to inf, like the original's powf(2, 128)
+        return out.astype(xp.float32).astype(x.dtype, copy=False)
+
+
+def trim_pow2(x, exp_min: int, exp_max: int, rounding=Rounding.NEAREST, rng=None):
+    """Integer power of two: sign(x) * 2^clamp(R(log2|x|), exp_min, exp_max), sign(0) = +1.
+
+    log2 is computed in float32 (as ``log2f``): float32(±2^(k+0.5)) then gives an
+    exact tie k + 0.5 that a float64 log2 would miss. Zeros (either sign) have
+    log2 = -inf, clamped to exp_min, and so become +2^exp_min, as in the original.
+    """
+    check_pow2(exp_min, exp_max)
+    rounding = as_rounding(rounding)
+    xp, x = _float_input(x)
+    with _quiet(xp):
+        e = xp.log2(xp.abs(x.astype(xp.float32)))
+        e = round_to_integer(e, rounding, xp, rng)
+        e = xp.fmax(xp.fmin(e, xp.float32(exp_max)), xp.float32(exp_min))
+    sign = xp.where(x >= 0, 1.0, -1.0).astype(x.dtype)
+    return (sign * xp.ldexp(xp.ones_like(x), e.astype(xp.int32))).astype(x.dtype, copy=False)
