@@ -74,13 +74,21 @@ class QuantConfig:
         return cls(**kwargs)
 
     def to_proto(self, qp=None):
-        """Fill (or create) a ``QuantizationParameter``; every field is written explicitly."""
+        """Fill (or create) a ``QuantizationParameter``.
+
+        Every field of the original's schema is written explicitly; our extension
+        ``saturate_after_rounding`` only when it is set, so that a default config
+        stays readable by Caffe-Ristretto.
+        """
         if qp is None:
             from ..proto import caffe_pb2
 
             qp = caffe_pb2.QuantizationParameter()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "saturate_after_rounding" and not value:
+                qp.ClearField(f.name)
+                continue
             setattr(qp, f.name, int(value) if isinstance(value, IntEnum) else value)
         return qp
 
