@@ -1,0 +1,350 @@
+"""Ristretto layers on tiny inputs (DESIGN.md section 4).
+
+References are computed here with NumPy loops / matmul in float64 on values chosen
+so that every sum is exact, or, for the structural properties (straight-through
+gradients), with the float layer itself fed the trimmed weights.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+from ristretto_cli.backend import Backend
+from ristretto_cli.errors import RistrettoError
+from ristretto_cli.layers import LAYER_TYPES, TEST, TRAIN, create_layer, load_all
+from ristretto_cli.proto import caffe_pb2
+from ristretto_cli.quant import Rounding, trim_fixed_point, trim_minifloat, trim_pow2
+
+f32 = np.float32
+
+
+def need(*types):
+    load_all()
+    import ristretto_cli.quant.layers  # noqa: F401  (registers the Ristretto types)
+
+    missing = [t for t in types if t not in LAYER_TYPES or LAYER_TYPES[t].__name__.startswith("Missing")]
+    if missing:
+        pytest.skip(f"float layer(s) {', '.join(missing)} not available yet")
+
+
+def make(type_, text, bottom_shapes, phase=TEST, seed=0):
+    lp = text_format.Parse(f'name: "q" type: "{type_}" {text}', caffe_pb2.LayerParameter())
+    layer = create_layer(lp, phase, Backend(np, seed))
+    layer.setup([tuple(s) for s in bottom_shapes])
+    layer.reshape([tuple(s) for s in bottom_shapes])
+    return layer
+
+
+def signed_grid_values(rng, shape, lo=0.125, hi=2.0):
+    """Magnitudes in [lo, hi) with random signs: minifloat-trimmed products then sum exactly."""
+    return (rng.uniform(lo, hi, shape) * rng.choice([-1, 1], shape)).astype(f32)
+
+
+def conv2d_ref(x, w, b, pad=0):
+    """Direct convolution in float64 (stride 1, group 1)."""
+    x = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    out = np.zeros((n, o, h - kh + 1, wd - kw + 1))
+    for i in range(out.shape[2]):
+        for j in range(out.shape[3]):
+            patch = x[:, :, i:i + kh, j:j + kw]
+            out[:, :, i, j] = np.einsum("nckl,ockl->no", patch, w.astype(np.float64))
+    if b is not None:
+        out += b.astype(np.float64)[None, :, None, None]
+    return out
+
+
+FC_DFP = """inner_product_param { num_output: 3 weight_filler { type: "uniform" min: -2 max: 2 }
+                                  bias_filler { type: "uniform" min: -1 max: 1 } }
+            quantization_param { precision: DYNAMIC_FIXED_POINT bw_layer_in: 8 fl_layer_in: 4
+                                 bw_params: 6 fl_params: 3 bw_layer_out: 10 fl_layer_out: 2 }"""
+
+
+# -- TEST phase --------------------------------------------------------------
+
+def test_fc_test_phase_trims_bottom_in_place_weights_copy_and_top():
+    need("InnerProduct")
+    layer = make("FcRistretto", FC_DFP, [(2, 5)])
+    rng = np.random.default_rng(1)
+    x0 = rng.uniform(-3, 3, (2, 5)).astype(f32)
+    x = x0.copy()
+    shadow = [b.copy() for b in layer.blobs]
+    shadow_ids = [id(b) for b in layer.blobs]
+    top = layer.forward([x])[0]
+
+    xq = trim_fixed_point(x0, 8, 4)
+    np.testing.assert_array_equal(x, xq)  # the caller's array itself was trimmed
+    assert not np.array_equal(x, x0)
+    assert [id(b) for b in layer.blobs] == shadow_ids
+    for b, s in zip(layer.blobs, shadow):
+        np.testing.assert_array_equal(b, s)
+    wq, bq = trim_fixed_point(shadow[0], 6, 3), trim_fixed_point(shadow[1], 6, 3)
+    want = trim_fixed_point((xq.astype(np.float64) @ wq.T.astype(np.float64) + bq).astype(f32), 10, 2)
+    assert top.dtype == f32
+    np.testing.assert_array_equal(top, want)
+
+
+def test_conv_test_phase_minifloat():
+    need("Convolution")
+    text = """convolution_param { num_output: 2 kernel_size: 3 pad: 1 }
+              quantization_param { precision: MINIFLOAT mant_bits: 3 exp_bits: 4 }"""
+    layer = make("ConvolutionRistretto", text, [(2, 2, 4, 4)])
+    rng = np.random.default_rng(2)
+    layer.blobs = [signed_grid_values(rng, (2, 2, 3, 3)), signed_grid_values(rng, (2,))]
+    x0 = signed_grid_values(rng, (2, 2, 4, 4))
+    x0[0, 0, 0, 0] = 1000.0  # saturates to 480 in the in-place input trim
+    x = x0.copy()
+    top = layer.forward([x])[0]
+    xq = trim_minifloat(x0, 3, 4)
+    np.testing.assert_array_equal(x, xq)
+    assert x[0, 0, 0, 0] == 480
+    wq, bq = (trim_minifloat(b, 3, 4) for b in layer.blobs)
+    want = trim_minifloat(conv2d_ref(xq, wq, bq, pad=1).astype(f32), 3, 4)
+    np.testing.assert_array_equal(top, want)
+
+
+def test_pow2_layer_weights_pow2_bias_untouched_activations_fixed_point():
+    need("InnerProduct")
+    text = """inner_product_param { num_output: 4 }
+              quantization_param { precision: INTEGER_POWER_OF_2_WEIGHTS exp_min: -4 exp_max: 0
+                                   bw_layer_in: 8 fl_layer_in: 5 bw_layer_out: 8 fl_layer_out: 3 }"""
+    layer = make("FcRistretto", text, [(3, 6)])
+    rng = np.random.default_rng(3)
+    w = rng.normal(0, 0.5, (4, 6)).astype(f32)
+    w[0, 0], w[0, 1] = 0.0, -0.0
+    bias = (rng.integers(-64, 64, 4) / 64).astype(f32) + f32(2.0 ** -9)  # off every grid the layer has
+    layer.blobs = [w, bias]
+    x0 = rng.uniform(-2, 2, (3, 6)).astype(f32)
+    x = x0.copy()
+    top = layer.forward([x])[0]
+    xq = trim_fixed_point(x0, 8, 5)
+    np.testing.assert_array_equal(x, xq)
+    wq = trim_pow2(w, -4, 0)
+    assert wq[0, 0] == wq[0, 1] == 2.0 ** -4
+    want = trim_fixed_point((xq.astype(np.float64) @ wq.T.astype(np.float64) + bias).astype(f32), 8, 3)
+    np.testing.assert_array_equal(top, want)
+
+
+def test_default_quantization_param_still_trims():
+    """bw 32 / fl 16 defaults: activations rounded to 2^-16 and saturated at +-32768 (DESIGN 5)."""
+    need("InnerProduct")
+    layer = make("FcRistretto", "inner_product_param { num_output: 1 }", [(1, 4)])
+    layer.blobs = [np.ones((1, 4), f32), np.array([1e-6], f32)]
+    x = np.array([[1e-6, 40000.0, -5.0, 2.0 ** -17 * 3]], f32)
+    top = layer.forward([x])[0]
+    np.testing.assert_array_equal(x, [[0.0, 32768.0, -5.0, 2.0 ** -16 * 2]])
+    # weights 1, bias 1e-6 -> 0 in (32, 16); sum 32763.00003 -> saturates? no: within range
+    assert top[0, 0] == trim_fixed_point(np.float32(32768.0 - 5.0 + 2.0 ** -15), 32, 16)
+
+
+def test_deconvolution_ristretto_equals_float_layer_on_trimmed_values():
+    need("Deconvolution")
+    text = """convolution_param { num_output: 3 kernel_size: 3 stride: 2 weight_filler { type: "gaussian" }
+                                  bias_filler { type: "gaussian" } }
+              quantization_param { bw_layer_in: 6 fl_layer_in: 3 bw_params: 5 fl_params: 4
+                                   bw_layer_out: 12 fl_layer_out: 5 rounding_scheme: NEAREST_TIES_AWAY }"""
+    layer = make("DeconvolutionRistretto", text, [(2, 2, 3, 3)])
+    plain = make("Deconvolution", text.split("quantization_param")[0], [(2, 2, 3, 3)])
+    plain.blobs = [trim_fixed_point(b, 5, 4, Rounding.NEAREST_TIES_AWAY) for b in layer.blobs]
+    x0 = np.random.default_rng(4).uniform(-3, 3, (2, 2, 3, 3)).astype(f32)
+    x = x0.copy()
+    top = layer.forward([x])[0]
+    xq = trim_fixed_point(x0, 6, 3, Rounding.NEAREST_TIES_AWAY)
+    np.testing.assert_array_equal(x, xq)
+    want = trim_fixed_point(plain.forward([xq.copy()])[0], 12, 5, Rounding.NEAREST_TIES_AWAY)
+    np.testing.assert_array_equal(top, want)
+
+
+# -- TRAIN phase -----------------------------------------------------------------
+
+def test_train_phase_straight_through():
+    need("InnerProduct")
+    layer = make("FcRistretto", FC_DFP, [(4, 5)], phase=TRAIN, seed=7)
+    shadow = [b.copy() for b in layer.blobs]
+    rng = np.random.default_rng(5)
+    x0 = rng.uniform(-3, 3, (4, 5)).astype(f32)
+    x = x0.copy()
+    top = layer.forward([x])[0]
+    np.testing.assert_array_equal(x, x0)  # activations are not trimmed in TRAIN
+    used = layer.trimmed_blobs
+    assert used is not None and all(u is not b for u, b in zip(used, layer.blobs))
+    for u, s in zip(used, shadow):  # stochastic rounding to the 2^-3 grid, one step at most
+        assert np.array_equal(trim_fixed_point(u, 6, 3), u)
+        assert np.all(np.abs(u - trim_fixed_point(s, 6, 3, Rounding.TRUNCATE)) <= 2.0 ** -3)
+
+    plain = make("InnerProduct", FC_DFP.split("quantization_param")[0], [(4, 5)], phase=TRAIN)
+    plain.blobs = [u.copy() for u in used]
+    np.testing.assert_array_equal(top, plain.forward([x0.copy()])[0])
+
+    dy = rng.standard_normal(top.shape).astype(f32)
+    layer.zero_diffs()
+    plain.zero_diffs()
+    dx = layer.backward([dy], [x], [top], [True])[0]
+    dx_ref = plain.backward([dy], [x0.copy()], [top], [True])[0]
+    np.testing.assert_array_equal(dx, dx_ref)  # bottom gradient through the trimmed weights
+    for d, r, s in zip(layer.diffs, plain.diffs, shadow):
+        assert d.shape == s.shape
+        np.testing.assert_array_equal(d, r)  # weight gradient for the shadow weights
+    for b, s in zip(layer.blobs, shadow):
+        np.testing.assert_array_equal(b, s)  # the shadow weights are never modified
+
+
+def test_train_stochastic_weights_vary_and_average_to_float():
+    need("InnerProduct")
+    text = """inner_product_param { num_output: 3 weight_filler { type: "uniform" min: -1 max: 1 }
+                                    bias_filler { type: "uniform" min: -1 max: 1 } }
+              quantization_param { bw_params: 4 fl_params: 2 }"""
+    layer = make("FcRistretto", text, [(5, 5)], phase=TRAIN, seed=11)
+    w, b = (a.astype(np.float64) for a in layer.blobs)
+    eye = np.eye(5, dtype=f32)
+    n = 2000
+    total = np.zeros((5, 3))
+    first = layer.forward([eye.copy()])[0]
+    changed = False
+    for _ in range(n):
+        top = layer.forward([eye.copy()])[0]  # top[i, j] = Wq[j, i] + bq[j]
+        changed |= not np.array_equal(top, first)
+        total += top
+    assert changed
+    mean = total / n
+    want = w.T + b[None, :]
+    step = 0.25
+    pw, pb = (w / step) % 1, (b / step) % 1
+    var = step ** 2 * (pw.T * (1 - pw.T) + (pb * (1 - pb))[None, :])
+    assert np.all(np.abs(mean - want) <= 5 * np.sqrt(var / n) + 1e-9)
+
+
+def test_trim_activations_in_train_option():
+    need("InnerProduct")
+    layer = make("FcRistretto", FC_DFP, [(2, 5)], phase=TRAIN)
+    layer.trim_activations_in_train = True
+    x0 = np.random.default_rng(6).uniform(-3, 3, (2, 5)).astype(f32)
+    x = x0.copy()
+    top = layer.forward([x])[0]
+    np.testing.assert_array_equal(x, trim_fixed_point(x0, 8, 4))
+    np.testing.assert_array_equal(top, trim_fixed_point(top, 10, 2))
+
+
+def test_float64_inputs_keep_their_dtype():
+    need("InnerProduct")
+    layer = make("FcRistretto", FC_DFP, [(2, 5)])
+    layer.blobs = [b.astype(np.float64) for b in layer.blobs]
+    x = np.random.default_rng(8).uniform(-3, 3, (2, 5))
+    top = layer.forward([x])[0]
+    assert top.dtype == np.float64 and x.dtype == np.float64
+
+
+# -- parameter errors --------------------------------------------------------------
+
+@pytest.mark.parametrize("qp", [
+    "bw_layer_in: 0", "bw_params: 33", "bw_layer_out: 40",
+    "precision: MINIFLOAT mant_bits: 24", "precision: MINIFLOAT exp_bits: 0", "precision: MINIFLOAT exp_bits: 9",
+    "precision: INTEGER_POWER_OF_2_WEIGHTS exp_min: 0 exp_max: -1",
+    "precision: INTEGER_POWER_OF_2_WEIGHTS bw_layer_in: 0",
+])
+def test_invalid_quantization_param_names_the_layer(qp):
+    need("InnerProduct")
+    with pytest.raises(RistrettoError, match="layer 'q'"):
+        make("FcRistretto", f"inner_product_param {{ num_output: 2 }} quantization_param {{ {qp} }}", [(1, 3)])
+
+
+def test_lrn_ristretto_rejects_non_minifloat():
+    need("LRN")
+    with pytest.raises(RistrettoError, match="layer 'q'.*MINIFLOAT"):
+        make("LRNRistretto", "lrn_param { local_size: 3 } quantization_param { precision: DYNAMIC_FIXED_POINT }",
+             [(1, 4, 2, 2)])
+
+
+# -- LRNRistretto ------------------------------------------------------------------
+
+def lrn_ref(x, size, alpha, beta, k, m, e):
+    """The original CUDA kernels' loops, one pixel column at a time, scalar trims."""
+    def q(v):
+        return float(trim_minifloat(np.float32(v), m, e))
+
+    n_, c_, h_, w_ = x.shape
+    pre = (size - 1) // 2
+    post = size - pre - 1
+    a_over = np.float32(np.float32(alpha) / np.float32(size))
+    scale = np.zeros_like(x)
+    for n in range(n_):
+        for h in range(h_):
+            for w in range(w_):
+                col = x[n, :, h, w]
+                acc = np.float32(0)
+                head = 0
+                while head < post and head < c_:
+                    xi = np.float32(q(col[head]))
+                    acc = np.float32(q(acc + np.float32(q(xi * xi))))
+                    head += 1
+                while head < c_ + post:
+                    if head < c_:
+                        xi = np.float32(q(col[head]))
+                        acc = np.float32(q(acc + np.float32(q(xi * xi))))
+                    if head - size >= 0:
+                        xo = np.float32(q(col[head - size]))
+                        acc = np.float32(q(acc - np.float32(q(xo * xo))))
+                    t = np.float32(q(acc * a_over))
+                    scale[n, head - post, h, w] = q(np.float32(k) + t)
+                    head += 1
+    out = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        pw = np.float32(q(np.power(scale[idx], np.float32(-beta))))
+        out[idx] = q(np.float32(q(x[idx])) * pw)
+    return out
+
+
+def test_lrn_ristretto_test_phase_matches_reference_loops():
+    need("LRN")
+    text = """lrn_param { local_size: 5 alpha: 0.5 beta: 0.75 k: 2 }
+              quantization_param { precision: MINIFLOAT mant_bits: 5 exp_bits: 4 }"""
+    x = np.random.default_rng(9).uniform(-4, 4, (2, 7, 2, 3)).astype(f32)
+    layer = make("LRNRistretto", text, [x.shape])
+    x_in = x.copy()
+    top = layer.forward([x_in])[0]
+    np.testing.assert_array_equal(x_in, x)  # LRN does not trim its bottom in place
+    np.testing.assert_array_equal(top, lrn_ref(x, 5, 0.5, 0.75, 2.0, 5, 4))
+
+
+def test_lrn_ristretto_wide_format_is_close_to_float_and_train_is_float():
+    need("LRN")
+    text = "lrn_param { local_size: 3 alpha: 0.1 beta: 0.75 k: 1 }"
+    x = np.random.default_rng(10).uniform(-3, 3, (2, 6, 3, 3)).astype(f32)
+    plain = make("LRN", text, [x.shape]).forward([x.copy()])[0]
+    wide = make("LRNRistretto", text + " quantization_param { precision: MINIFLOAT mant_bits: 20 exp_bits: 8 }",
+                [x.shape]).forward([x.copy()])[0]
+    np.testing.assert_allclose(wide, plain, rtol=1e-4)
+    train = make("LRNRistretto", text + " quantization_param { precision: MINIFLOAT mant_bits: 3 exp_bits: 4 }",
+                 [x.shape], phase=TRAIN).forward([x.copy()])[0]
+    np.testing.assert_array_equal(train, plain)
+
+
+# -- in a net ----------------------------------------------------------------------
+
+def test_in_place_bottom_trim_is_seen_by_every_reader_of_the_blob():
+    """Two Ristretto layers read one blob (Caffe inserts a Split whose tops share its
+    memory): the second layer sees the first one's trim, as in the original."""
+    need("Convolution", "Input", "Split")
+    from ristretto_cli.net import Net
+
+    text = """
+    layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 2 dim: 2 } } }
+    layer { name: "a" type: "ConvolutionRistretto" bottom: "data" top: "a"
+            convolution_param { num_output: 1 kernel_size: 1 bias_term: false }
+            quantization_param { bw_layer_in: 8 fl_layer_in: 1 bw_params: 8 fl_params: 0 } }
+    layer { name: "b" type: "ConvolutionRistretto" bottom: "data" top: "b"
+            convolution_param { num_output: 1 kernel_size: 1 bias_term: false }
+            quantization_param { bw_layer_in: 8 fl_layer_in: 3 bw_params: 8 fl_params: 0 } }
+    """
+    net = Net(text_format.Parse(text, caffe_pb2.NetParameter()), phase=TEST, backend=Backend(np))
+    for name in ("a", "b"):
+        net.layer(name).blobs[0][...] = 1.0
+    x = np.array([[[[0.3, 0.7], [1.2, -0.6]]]], f32)
+    net.forward({"data": x.copy()})
+    first_trim = trim_fixed_point(x, 8, 1)  # 0.3 -> 0.5, 0.7 -> 0.5, 1.2 -> 1.0, -0.6 -> -0.5
+    np.testing.assert_array_equal(net.blobs["data"], first_trim)
+    np.testing.assert_array_equal(net.blobs["a"], first_trim)
+    np.testing.assert_array_equal(net.blobs["b"], first_trim)  # not trim(x, 8, 3)
+    assert not np.array_equal(trim_fixed_point(x, 8, 3), first_trim)
