@@ -135,8 +135,11 @@ def test_default_quantization_param_still_trims():
     x = np.array([[1e-6, 40000.0, -5.0, 2.0 ** -17 * 3]], f32)
     top = layer.forward([x])[0]
     np.testing.assert_array_equal(x, [[0.0, 32768.0, -5.0, 2.0 ** -16 * 2]])
-    # weights 1, bias 1e-6 -> 0 in (32, 16); sum 32763.00003 -> saturates? no: within range
-    assert top[0, 0] == trim_fixed_point(np.float32(32768.0 - 5.0 + 2.0 ** -15), 32, 16)
+    # bias 1e-6 -> 0 in (32, 16); the float32 sum 32768 - 5 + 2^-15 rounds to 32763
+    assert top[0, 0] == 32763.0
+    big = make("FcRistretto", "inner_product_param { num_output: 1 }", [(1, 4)])
+    big.blobs = [np.full((1, 4), 3.0, f32), np.array([1e9], f32)]  # bias saturates at 32768 too
+    assert big.forward([np.zeros((1, 4), f32)])[0][0, 0] == 32768.0
 
 
 def test_deconvolution_ristretto_equals_float_layer_on_trimmed_values():
