@@ -1,0 +1,246 @@
+"""Convolution and Deconvolution with Caffe 1.0 semantics (base_conv_layer.cpp).
+
+Weights are (num_output, channels/group, *kernel) for Convolution and
+(channels, num_output/group, *kernel) for Deconvolution; the bias is (num_output,).
+Spatial axes are every axis after ``axis`` (the channel axis, default 1); axes
+before it are flattened into the batch.
+
+Subclass hooks (the Ristretto layers use them): ``forward``/``backward`` read
+``self.blobs`` at call time through :meth:`ConvolutionLayer.compute_params`, and
+the arithmetic lives in :meth:`_forward_with` / :meth:`_backward_with`, which take
+the weight and bias explicitly.
+"""
+from __future__ import annotations
+
+import math
+
+from .base import Layer, register
+from .fillers import fill
+from .im2col import (ConvGeometry, convolution, convolution_grad, convolution_transpose,
+                     convolution_transpose_grad)
+
+
+def canonical_axis(axis: int, num_axes: int, layer: Layer, what: str = "axis") -> int:
+    if not -num_axes <= axis < num_axes:
+        raise layer.error(f"{what} {axis} is out of range for a {num_axes}-D bottom")
+    return axis % num_axes
+
+
+def _repeated(cp, name: str, n_spatial: int, default: int, layer: Layer) -> tuple:
+    """A repeated per-axis field with its 2-D ``name_h``/``name_w`` alternative."""
+    has_hw = cp.HasField(f"{name}_h") or cp.HasField(f"{name}_w")
+    field = "kernel_size" if name == "kernel" else name
+    values = list(getattr(cp, field))
+    if has_hw:
+        if n_spatial != 2:
+            raise layer.error(f"{name}_h/{name}_w can only be used for 2-D convolution "
+                              f"(the bottom has {n_spatial} spatial axes)")
+        if values:
+            raise layer.error(f"either {field} or {name}_h/{name}_w should be specified, not both")
+        return (int(getattr(cp, f"{name}_h")), int(getattr(cp, f"{name}_w")))
+    if not values:
+        if default is None:
+            raise layer.error("kernel_size (or kernel_h and kernel_w) must be specified")
+        return (default,) * n_spatial
+    if len(values) not in (1, n_spatial):
+        raise layer.error(f"{field} must be given once or once per spatial axis ({n_spatial}), "
+                          f"got {len(values)} values")
+    return tuple(int(values[0 if len(values) == 1 else i]) for i in range(n_spatial))
+
+
+class _ConvBase(Layer):
+    """Shared parameter handling of Convolution and Deconvolution."""
+
+    num_bottoms = (1, None)
+    num_tops = (1, None)
+    #: True for Deconvolution (Caffe's reverse_dimensions)
+    transposed = False
+
+    # -- parameters -------------------------------------------------------
+    def _parse(self, bottom_shape) -> None:
+        cp = self.param.convolution_param
+        num_axes = len(bottom_shape)
+        self.channel_axis = canonical_axis(int(cp.axis), num_axes, self)
+        n_spatial = num_axes - self.channel_axis - 1
+        if n_spatial < 1:
+            raise self.error(f"needs at least one spatial axis after axis {self.channel_axis}, "
+                             f"bottom shape is {tuple(bottom_shape)}")
+        kernel = _repeated(cp, "kernel", n_spatial, None, self)
+        stride = _repeated(cp, "stride", n_spatial, 1, self)
+        pad = _repeated(cp, "pad", n_spatial, 0, self)
+        dil = list(cp.dilation)
+        if len(dil) not in (0, 1, n_spatial):
+            raise self.error(f"dilation must be given once or once per spatial axis ({n_spatial}), "
+                             f"got {len(dil)} values")
+        dilation = tuple(int(dil[0 if len(dil) == 1 else i]) if dil else 1 for i in range(n_spatial))
+        if any(k <= 0 for k in kernel):
+            raise self.error(f"filter dimensions must be nonzero, got kernel {kernel}")
+        if any(s <= 0 for s in stride):
+            raise self.error(f"stride must be positive, got {stride}")
+        if any(d <= 0 for d in dilation):
+            raise self.error(f"dilation must be positive, got {dilation}")
+        self.geom = ConvGeometry(kernel, stride, pad, dilation)
+        self.num_output = int(cp.num_output)
+        if self.num_output <= 0:
+            raise self.error("num_output must be positive")
+        self.group = int(cp.group)
+        self.channels = int(bottom_shape[self.channel_axis])
+        if self.group <= 0:
+            raise self.error("group must be positive")
+        if self.channels % self.group:
+            raise self.error(f"{self.channels} input channels are not divisible by group {self.group}")
+        if self.num_output % self.group:
+            raise self.error(f"num_output {self.num_output} is not divisible by group {self.group}")
+        self.bias_term = bool(cp.bias_term)
+
+    def weight_shape(self) -> tuple:
+        k = self.geom.kernel
+        if self.transposed:
+            return (self.channels, self.num_output // self.group) + k
+        return (self.num_output, self.channels // self.group) + k
+
+    # -- contract ---------------------------------------------------------
+    def setup(self, bottom_shapes):
+        self._parse(bottom_shapes[0])
+        cp = self.param.convolution_param
+        self.blobs = [fill(cp.weight_filler, self.weight_shape(), self.backend)]
+        if self.bias_term:
+            self.blobs.append(fill(cp.bias_filler, (self.num_output,), self.backend))
+        self.diffs = []
+
+    def _output_spatial(self, in_spatial) -> tuple:
+        try:
+            if self.transposed:
+                return self.geom.transposed_output_shape(in_spatial)
+            return self.geom.output_shape(in_spatial)
+        except ValueError as exc:
+            raise self.error(str(exc)) from None
+
+    def reshape(self, bottom_shapes):
+        if not hasattr(self, "geom"):
+            self._parse(bottom_shapes[0])
+        first = tuple(bottom_shapes[0])
+        for s in bottom_shapes[1:]:
+            if tuple(s) != first:
+                raise self.error(f"all bottoms must have the same shape: {first} vs {tuple(s)}")
+        if len(first) != self.channel_axis + 1 + self.geom.ndim:
+            raise self.error(f"bottom has {len(first)} axes, the layer was set up for "
+                             f"{self.channel_axis + 1 + self.geom.ndim}")
+        if first[self.channel_axis] != self.channels:
+            raise self.error(f"input has {first[self.channel_axis]} channels, the layer was set up for "
+                             f"{self.channels}")
+        top = first[: self.channel_axis] + (self.num_output,) + self._output_spatial(
+            first[self.channel_axis + 1:])
+        return [top] * len(bottom_shapes)
+
+    def compute_params(self):
+        """(weight, bias or None) that forward and backward compute with; read at call time.
+
+        A subclass may override this to supply trimmed copies; the gradients still
+        accumulate into ``self.diffs`` (straight-through)."""
+        return self.blobs[0], (self.blobs[1] if self.bias_term else None)
+
+    def forward(self, bottoms):
+        weight, bias = self.compute_params()
+        return [self._forward_with(x, weight, bias) for x in bottoms]
+
+    def backward(self, top_diffs, bottoms, tops, propagate_down):
+        weight, _ = self.compute_params()
+        if len(self.diffs) != len(self.blobs):
+            self.zero_diffs()
+        mult = self.param_multipliers()
+        need_dw = mult[0][0] != 0
+        need_db = self.bias_term and mult[1][0] != 0
+        out = []
+        for i, x in enumerate(bottoms):
+            dy = top_diffs[i] if i < len(top_diffs) else None
+            need_dx = bool(propagate_down[i]) if i < len(propagate_down) else True
+            if dy is None:
+                out.append(self.xp.zeros_like(x) if need_dx else None)
+                continue
+            dx, dw, db = self._backward_with(x, dy, weight, need_dx, need_dw, need_db)
+            self.accumulate_param_diffs(dw, db)
+            out.append(dx)
+        return out
+
+    def accumulate_param_diffs(self, dw, db) -> None:
+        """Add weight / bias gradients (either may be None) into ``self.diffs``."""
+        if len(self.diffs) != len(self.blobs):
+            self.zero_diffs()
+        if dw is not None:
+            self.diffs[0] += dw.reshape(self.diffs[0].shape)
+        if db is not None:
+            self.diffs[1] += db.reshape(self.diffs[1].shape)
+
+    # -- arithmetic ---------------------------------------------------------
+    def _flat(self, x):
+        """x as (N, C, *spatial), the leading axes before the channel axis flattened."""
+        lead = x.shape[: self.channel_axis]
+        return x.reshape((math.prod(lead),) + x.shape[self.channel_axis:]), lead
+
+    def _bias_view(self, bias):
+        return bias.reshape((1, -1) + (1,) * self.geom.ndim)
+
+    def _forward_with(self, x, weight, bias):
+        raise NotImplementedError
+
+    def _backward_with(self, x, dy, weight, need_dx=True, need_dw=True, need_db=True):
+        raise NotImplementedError
+
+
+@register("Convolution")
+class ConvolutionLayer(_ConvBase):
+    """Caffe's Convolution: cross-correlation with pad / stride / dilation / group."""
+
+    transposed = False
+
+    def _forward_with(self, x, weight, bias):
+        """Top for one bottom ``x`` with explicit ``weight`` (O, C/G, *k) and ``bias`` (O,) or None."""
+        xf, lead = self._flat(x)
+        y = convolution(xf, weight, self.geom, self.group, self.xp)
+        if bias is not None:
+            y += self._bias_view(bias).astype(y.dtype, copy=False)
+        return y.reshape(lead + y.shape[1:])
+
+    def _backward_with(self, x, dy, weight, need_dx=True, need_dw=True, need_db=True):
+        """(dx or None, dweight or None, dbias or None) for top gradient ``dy``."""
+        xf, lead = self._flat(x)
+        dyf = dy.reshape((xf.shape[0],) + dy.shape[self.channel_axis:])
+        dx = dw = db = None
+        if need_dx or need_dw:
+            dx, dw = convolution_grad(xf, dyf, weight, self.geom, self.group, self.xp,
+                                      need_dx=need_dx, need_dw=need_dw)
+        if need_db:
+            db = dyf.reshape(dyf.shape[0], dyf.shape[1], -1).sum(axis=(0, 2))
+        if dx is not None:
+            dx = dx.reshape(x.shape)
+        return dx, dw, db
+
+
+@register("Deconvolution")
+class DeconvolutionLayer(_ConvBase):
+    """Caffe's Deconvolution: the transpose (adjoint) of Convolution with the same weights."""
+
+    transposed = True
+
+    def _forward_with(self, x, weight, bias):
+        """Top for one bottom ``x`` with explicit ``weight`` (C, O/G, *k) and ``bias`` (O,) or None."""
+        xf, lead = self._flat(x)
+        out_spatial = self._output_spatial(xf.shape[2:])
+        y = convolution_transpose(xf, weight, self.geom, self.group, out_spatial, self.xp)
+        if bias is not None:
+            y += self._bias_view(bias).astype(y.dtype, copy=False)
+        return y.reshape(lead + y.shape[1:])
+
+    def _backward_with(self, x, dy, weight, need_dx=True, need_dw=True, need_db=True):
+        xf, lead = self._flat(x)
+        dyf = dy.reshape((xf.shape[0],) + dy.shape[self.channel_axis:])
+        dx = dw = db = None
+        if need_dx or need_dw:
+            dx, dw = convolution_transpose_grad(xf, dyf, weight, self.geom, self.group, self.xp,
+                                                need_dy=need_dx, need_dw=need_dw)
+        if need_db:
+            db = dyf.reshape(dyf.shape[0], dyf.shape[1], -1).sum(axis=(0, 2))
+        if dx is not None:
+            dx = dx.reshape(x.shape)
+        return dx, dw, db

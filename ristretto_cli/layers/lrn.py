@@ -1,0 +1,144 @@
+"""Local response normalisation with Caffe 1.0 semantics (lrn_layer.cpp).
+
+ACROSS_CHANNELS: ``scale = k + alpha/n * sum(x^2 over n channels centred on c)``
+(zero padded, ``(n-1)/2`` before), ``y = x * scale^-beta``.
+
+WITHIN_CHANNEL: Caffe builds it from split / square / AVE pooling (kernel n, pad
+(n-1)/2, stride 1) / power / product. With stride 1 and that pad every window's
+clipped size is n*n, so padded zeros count in the average; the power layer's
+shift is 1, so ``k`` is ignored: ``scale = 1 + alpha/n^2 * sum(x^2 over the n x n
+window)``, ``y = x * scale^-beta``.
+
+Backward (both): ``dx = dy * scale^-beta - c * x * S(dy * y / scale)`` where S is
+the same (symmetric) window sum and ``c = 2 alpha beta / n`` across channels,
+``2 alpha beta / n^2`` within a channel.
+
+Hooks: :meth:`LRNLayer.scale_of` (the denominator base), :meth:`_forward_with`
+and :meth:`_backward_with` (explicit scale).
+"""
+from __future__ import annotations
+
+from .base import Layer, register
+
+ACROSS_CHANNELS, WITHIN_CHANNEL = 0, 1
+
+
+def negative_power(xp, s, beta: float):
+    """``s ** -beta``, with cheaper exact-enough forms for Caffe's common betas."""
+    if beta == 0.75:
+        r = xp.sqrt(s)
+        return 1 / (r * xp.sqrt(r))
+    if beta == 0.5:
+        return 1 / xp.sqrt(s)
+    if beta == 1.0:
+        return 1 / s
+    if beta == 0.0:
+        return xp.ones_like(s)
+    return xp.power(s, -beta)
+
+
+def channel_window_sum(xp, a, size: int):
+    """Sum over ``size`` channels centred on each channel (zero padded), a: (N, C, ...)."""
+    pre = (size - 1) // 2
+    c = a.shape[1]
+    padded = xp.zeros((a.shape[0], c + size - 1) + a.shape[2:], dtype=a.dtype)
+    padded[:, pre:pre + c] = a
+    out = padded[:, 0:c].copy()
+    for j in range(1, size):
+        out += padded[:, j:j + c]
+    return out
+
+
+def spatial_window_sum(xp, a, size: int):
+    """Sum over the ``size`` x ``size`` window centred on each pixel (zero padded), a: (N, C, H, W)."""
+    p = (size - 1) // 2
+    n, c, h, w = a.shape
+    padded = xp.zeros((n, c, h + 2 * p, w + 2 * p), dtype=a.dtype)
+    padded[:, :, p:p + h, p:p + w] = a
+    rows = padded[:, :, 0:h].copy()
+    for i in range(1, size):
+        rows += padded[:, :, i:i + h]
+    out = rows[:, :, :, 0:w].copy()
+    for j in range(1, size):
+        out += rows[:, :, :, j:j + w]
+    return out
+
+
+@register("LRN")
+class LRNLayer(Layer):
+    num_bottoms = 1
+    num_tops = 1
+
+    def _parse(self):
+        lp = self.param.lrn_param
+        self.size = int(lp.local_size)
+        if self.size % 2 != 1:
+            raise self.error(f"LRN only supports odd values for local_size, got {self.size}")
+        self.alpha = float(lp.alpha)
+        self.beta = float(lp.beta)
+        self.k = float(lp.k)
+        self.norm_region = int(lp.norm_region)
+        if self.norm_region not in (ACROSS_CHANNELS, WITHIN_CHANNEL):
+            raise self.error(f"unknown norm_region {self.norm_region}")
+
+    def setup(self, bottom_shapes):
+        self._parse()
+
+    def reshape(self, bottom_shapes):
+        if not hasattr(self, "size"):
+            self._parse()
+        shape = tuple(bottom_shapes[0])
+        if len(shape) != 4:
+            raise self.error(f"input must have 4 axes (num, channels, height, width), got shape {shape}")
+        return [shape]
+
+    # -- arithmetic ---------------------------------------------------------------
+    def window_sum(self, a):
+        """The normalisation window's sum (channels or n x n plane) of ``a``."""
+        if self.norm_region == ACROSS_CHANNELS:
+            return channel_window_sum(self.xp, a, self.size)
+        return spatial_window_sum(self.xp, a, self.size)
+
+    def _window_norm(self) -> float:
+        return float(self.size if self.norm_region == ACROSS_CHANNELS else self.size * self.size)
+
+    def scale_of(self, x):
+        """The base of the denominator: k + alpha/n * sum (across) or 1 + alpha/n^2 * sum (within)."""
+        dt = x.dtype.type
+        shift = self.k if self.norm_region == ACROSS_CHANNELS else 1.0
+        s = self.window_sum(x * x)
+        s *= dt(self.alpha / self._window_norm())
+        s += dt(shift)
+        return s
+
+    def _forward_with(self, x, scale=None):
+        """(top, scale) for bottom ``x``; ``scale`` defaults to :meth:`scale_of`."""
+        scale = self.scale_of(x) if scale is None else scale
+        return x * negative_power(self.xp, scale, self.beta), scale
+
+    def _backward_with(self, x, scale, dy):
+        """Bottom gradient for top gradient ``dy`` at bottom ``x`` with denominator base ``scale``."""
+        dt = x.dtype.type
+        inv = negative_power(self.xp, scale, self.beta)
+        y = x * inv
+        ratio = dy * y
+        ratio /= scale
+        acc = self.window_sum(ratio)
+        acc *= x
+        acc *= dt(2.0 * self.alpha * self.beta / self._window_norm())
+        dx = dy * inv
+        dx -= acc
+        return dx
+
+    # -- contract -----------------------------------------------------------------
+    def forward(self, bottoms):
+        y, _ = self._forward_with(bottoms[0])
+        return [y]
+
+    def backward(self, top_diffs, bottoms, tops, propagate_down):
+        if not propagate_down[0]:
+            return [None]
+        x, dy = bottoms[0], top_diffs[0]
+        if dy is None:
+            return [self.xp.zeros_like(x)]
+        return [self._backward_with(x, self.scale_of(x), dy)]

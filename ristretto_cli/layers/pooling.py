@@ -1,0 +1,286 @@
+"""Pooling with Caffe 1.0 semantics (pooling_layer.cpp / .cu).
+
+* Output size rounds up: ``ceil((in + 2p - k) / s) + 1``; when any pad is set and
+  the last window would start at or after ``in + p`` it is dropped.
+* MAX ignores padding (windows are clipped to the input); ties go to the first
+  maximum in row-major window order; a second top holds Caffe's argmax mask
+  (``h * W + w`` of the input plane, as float).
+* AVE sums the clipped window (padded zeros count as zeros) and divides by the
+  window size clipped to the padded bounds ``min(start + k, in + p) - start``.
+* STOCHASTIC ignores pad in its windows (as Caffe's GPU kernels do): TEST phase
+  gives ``sum(x^2) / (FLT_MIN + sum(x))``, TRAIN samples one element with
+  probability proportional to its value and routes the gradient back to it.
+* ``global_pooling`` pools the whole plane (pad 0, stride 1 required).
+"""
+from __future__ import annotations
+
+import itertools
+
+from .base import TRAIN, Layer, register
+from .im2col import pad_spatial
+
+MAX, AVE, STOCHASTIC = 0, 1, 2
+FLT_MAX = 3.4028234663852886e38  # Caffe initialises MAX pooling with -FLT_MAX in every dtype
+FLT_MIN = 1.1754943508222875e-38
+
+
+def pooled_size(size: int, kernel: int, stride: int, pad: int, clip: bool) -> int:
+    """Caffe's pooled size along one axis (``clip``: some pad is nonzero)."""
+    out = -(-(size + 2 * pad - kernel) // stride) + 1
+    if clip and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+@register("Pooling")
+class PoolingLayer(Layer):
+    num_bottoms = 1
+    num_tops = (1, 2)
+
+    def _parse(self):
+        pp = self.param.pooling_param
+        self.method = int(pp.pool)
+        if self.method not in (MAX, AVE, STOCHASTIC):
+            raise self.error(f"unknown pooling method {self.method}")
+        self.global_pooling = bool(pp.global_pooling)
+        has_k, has_kh, has_kw = pp.HasField("kernel_size"), pp.HasField("kernel_h"), pp.HasField("kernel_w")
+        if self.global_pooling:
+            if has_k or has_kh or has_kw:
+                raise self.error("with global_pooling: true the kernel size cannot be specified")
+            self.kernel = None
+        else:
+            if has_k == (has_kh and has_kw):
+                raise self.error("kernel size is kernel_size OR kernel_h and kernel_w; not both")
+            if not has_k and not (has_kh and has_kw):
+                raise self.error("for non-square kernels both kernel_h and kernel_w are required")
+            self.kernel = (int(pp.kernel_size),) * 2 if has_k else (int(pp.kernel_h), int(pp.kernel_w))
+            if min(self.kernel) <= 0:
+                raise self.error(f"kernel dimensions cannot be zero, got {self.kernel}")
+        has_p, has_ph, has_pw = pp.HasField("pad"), pp.HasField("pad_h"), pp.HasField("pad_w")
+        if not ((not has_p and has_ph and has_pw) or (not has_ph and not has_pw)):
+            raise self.error("pad is pad OR pad_h and pad_w are required")
+        self.pad = (int(pp.pad_h), int(pp.pad_w)) if has_ph else (int(pp.pad),) * 2
+        has_s, has_sh, has_sw = pp.HasField("stride"), pp.HasField("stride_h"), pp.HasField("stride_w")
+        if not ((not has_s and has_sh and has_sw) or (not has_sh and not has_sw)):
+            raise self.error("stride is stride OR stride_h and stride_w are required")
+        self.stride = (int(pp.stride_h), int(pp.stride_w)) if has_sh else (int(pp.stride),) * 2
+        if min(self.stride) <= 0:
+            raise self.error(f"stride must be positive, got {self.stride}")
+        if self.global_pooling and (any(self.pad) or any(s != 1 for s in self.stride)):
+            raise self.error("with global_pooling: true only pad = 0 and stride = 1 are allowed")
+        if any(self.pad):
+            if self.method not in (MAX, AVE):
+                raise self.error("padding is implemented only for average and max pooling")
+            if not self.global_pooling and (self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]):
+                raise self.error(f"pad {self.pad} must be smaller than the kernel {self.kernel}")
+
+    def setup(self, bottom_shapes):
+        self._parse()
+
+    def geometry(self, in_hw):
+        """(kernel, stride, pad, out) for input plane size ``in_hw``."""
+        kernel = tuple(in_hw) if self.global_pooling else self.kernel
+        clip = any(self.pad)
+        out = tuple(pooled_size(i, k, s, p, clip) for i, k, s, p in zip(in_hw, kernel, self.stride, self.pad))
+        if min(out) <= 0:
+            raise self.error(f"input plane {tuple(in_hw)} is too small for kernel {kernel} with pad {self.pad}")
+        return kernel, self.stride, self.pad, out
+
+    def reshape(self, bottom_shapes):
+        if not hasattr(self, "method"):
+            self._parse()
+        shape = tuple(bottom_shapes[0])
+        if len(shape) != 4:
+            raise self.error(f"input must have 4 axes (num, channels, height, width), got shape {shape}")
+        if self.method != MAX and len(self.param.top) > 1:
+            raise self.error("only MAX pooling has a second (mask) top")
+        _, _, _, out = self.geometry(shape[2:])
+        top = shape[:2] + out
+        return [top] * max(1, len(self.param.top))
+
+    # -- windows ---------------------------------------------------------------
+    def _windows(self, x, fill_value, use_pad=True):
+        """Padded input and a function giving the (N, C, Ho, Wo) strided slice of window offset (i, j)."""
+        kernel, stride, pad, out = self.geometry(x.shape[2:])
+        pad = pad if use_pad else (0, 0)
+        # cover every window, including ceil-mode ones that run past the padded input
+        extra = tuple(max(0, (o - 1) * s + k - (i + 2 * p))
+                      for o, s, k, i, p in zip(out, stride, kernel, x.shape[2:], pad))
+        xpad = pad_spatial(x, pad, self.xp, value=fill_value, extra=extra)
+
+        def window(arr, i, j):
+            return arr[:, :, i:i + stride[0] * (out[0] - 1) + 1:stride[0],
+                       j:j + stride[1] * (out[1] - 1) + 1:stride[1]]
+
+        offsets = list(itertools.product(range(kernel[0]), range(kernel[1])))
+        return xpad, window, offsets, (kernel, stride, pad, out)
+
+    def _crop(self, dpad, x, pad):
+        if not any(pad) and dpad.shape == x.shape:
+            return dpad
+        h, w = x.shape[2:]
+        return self.xp.ascontiguousarray(dpad[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w])
+
+    def _is_global(self, x):
+        kernel, _, _, out = self.geometry(x.shape[2:])
+        return out == (1, 1) and tuple(kernel) == tuple(x.shape[2:]) and not any(self.pad)
+
+    def _pool_size(self, x):
+        """AVE divisor per output position: window clipped to in + pad, shape (Ho, Wo)."""
+        xp = self.xp
+        kernel, stride, pad, out = self.geometry(x.shape[2:])
+        counts = []
+        for i, k, s, p, o in zip(x.shape[2:], kernel, stride, pad, out):
+            start = xp.arange(o) * s - p
+            counts.append(xp.minimum(start + k, i + p) - start)
+        return (counts[0][:, None] * counts[1][None, :]).astype(x.dtype)
+
+    # -- forward ----------------------------------------------------------------
+    def forward(self, bottoms):
+        x = bottoms[0]
+        if self.method == MAX:
+            top = self._max_forward(x)
+            if len(self.param.top) > 1:
+                return [top, self.max_mask(x, top).astype(x.dtype)]
+            return [top]
+        if self.method == AVE:
+            return [self._ave_forward(x)]
+        if self.phase == TRAIN:
+            return [self._stochastic_train_forward(x)]
+        return [self._stochastic_test_forward(x)]
+
+    def _max_forward(self, x):
+        xp = self.xp
+        if self._is_global(x):
+            flat = x.reshape(x.shape[0], x.shape[1], -1)
+            top = flat.max(axis=2)
+            if bool(xp.isnan(top).any()):  # Caffe's '>' never picks NaN
+                top = xp.where(xp.isnan(flat), -xp.inf, flat).max(axis=2)
+            return xp.maximum(top, x.dtype.type(-FLT_MAX)).reshape(top.shape + (1, 1))
+        xpad, window, offsets, (_, _, _, out) = self._windows(x, -float("inf"))
+        top = xp.full(x.shape[:2] + tuple(out), -FLT_MAX, dtype=x.dtype)
+        for i, j in offsets:
+            xp.fmax(top, window(xpad, i, j), out=top)  # fmax skips NaN, like Caffe's '>'
+        return top
+
+    def _max_argmax(self, x):
+        """Per output: index into the window offsets of Caffe's chosen maximum (-1: none)."""
+        xp = self.xp
+        xpad, window, offsets, (_, _, _, out) = self._windows(x, -float("inf"))
+        best = xp.full(x.shape[:2] + tuple(out), -FLT_MAX, dtype=x.dtype)
+        idx = xp.full(best.shape, -1, dtype=xp.int32)
+        for n, (i, j) in enumerate(offsets):
+            v = window(xpad, i, j)
+            better = v > best
+            xp.copyto(best, v, where=better)
+            xp.copyto(idx, n, where=better)
+        return idx, window, offsets
+
+    def max_mask(self, x, top=None):
+        """Caffe's MAX mask: flat index h * W + w of each output's maximum in its input plane."""
+        xp = self.xp
+        kernel, stride, pad, out = self.geometry(x.shape[2:])
+        idx, _, _ = self._max_argmax(x)
+        kw = kernel[1]
+        di, dj = idx // kw, idx % kw
+        h = xp.arange(out[0]).reshape(-1, 1) * stride[0] - pad[0] + di
+        w = xp.arange(out[1]).reshape(1, -1) * stride[1] - pad[1] + dj
+        return xp.where(idx < 0, -1, h * x.shape[3] + w)
+
+    def _ave_forward(self, x):
+        if self._is_global(x):
+            flat = x.reshape(x.shape[0], x.shape[1], -1)
+            return (flat.sum(axis=2) / x.dtype.type(flat.shape[2])).reshape(x.shape[:2] + (1, 1))
+        xpad, window, offsets, (_, _, _, out) = self._windows(x, 0.0)
+        top = self.xp.zeros(x.shape[:2] + tuple(out), dtype=x.dtype)
+        for i, j in offsets:
+            top += window(xpad, i, j)
+        top /= self._pool_size(x)
+        return top
+
+    def _stochastic_test_forward(self, x):
+        xpad, window, offsets, (_, _, _, out) = self._windows(x, 0.0, use_pad=False)
+        csum = self.xp.full(x.shape[:2] + tuple(out), FLT_MIN, dtype=x.dtype)
+        cval = self.xp.zeros_like(csum)
+        for i, j in offsets:
+            v = window(xpad, i, j)
+            csum += v
+            cval += v * v
+        return cval / csum
+
+    def _stochastic_train_forward(self, x):
+        xp = self.xp
+        xpad, window, offsets, (_, _, _, out) = self._windows(x, 0.0, use_pad=False)
+        shape = x.shape[:2] + tuple(out)
+        total = xp.zeros(shape, dtype=x.dtype)
+        for i, j in offsets:
+            total += window(xpad, i, j)
+        thres = self.backend.rng.random(shape).astype(x.dtype) * total
+        csum = xp.zeros_like(total)
+        idx = xp.full(shape, -1, dtype=xp.int32)
+        top = xp.zeros_like(total)
+        for n, (i, j) in enumerate(offsets):
+            v = window(xpad, i, j)
+            csum += v
+            pick = (idx < 0) & (csum >= thres)
+            xp.copyto(idx, n, where=pick)
+            xp.copyto(top, v, where=pick)
+        self._stochastic_idx = (x.shape, idx)
+        return top
+
+    # -- backward ------------------------------------------------------------------
+    def backward(self, top_diffs, bottoms, tops, propagate_down):
+        x = bottoms[0]
+        if not propagate_down[0]:
+            return [None]
+        dy = top_diffs[0]
+        if dy is None:
+            return [self.xp.zeros_like(x)]
+        if self.method == MAX:
+            return [self._max_backward(x, dy)]
+        if self.method == AVE:
+            return [self._ave_backward(x, dy)]
+        if self.phase == TRAIN:
+            return [self._routed_backward(x, dy, *self._stochastic_state(x), use_pad=False)]
+        raise self.error("STOCHASTIC pooling has no backward in the TEST phase")
+
+    def _stochastic_state(self, x):
+        state = getattr(self, "_stochastic_idx", None)
+        if state is None or state[0] != x.shape:
+            raise self.error("STOCHASTIC pooling backward needs its TRAIN forward pass first")
+        return (state[1],)
+
+    def _max_backward(self, x, dy):
+        xp = self.xp
+        if self._is_global(x):
+            flat = x.reshape(x.shape[0], x.shape[1], -1)
+            flat = xp.where(xp.isnan(flat), -xp.inf, flat)
+            first = xp.argmax(flat, axis=2)[..., None]  # first maximum, as Caffe's strict '>'
+            valid = (flat.max(axis=2) > -FLT_MAX)[..., None]
+            hit = (xp.arange(flat.shape[2]) == first) & valid
+            g = xp.where(hit, dy.reshape(dy.shape[0], dy.shape[1], 1), dy.dtype.type(0))
+            return g.reshape(x.shape)
+        idx, _, _ = self._max_argmax(x)
+        return self._routed_backward(x, dy, idx, use_pad=True)
+
+    def _routed_backward(self, x, dy, idx, use_pad):
+        """Scatter ``dy`` to the window offset ``idx`` chosen per output (Caffe's mask routing)."""
+        xp = self.xp
+        dpad_src, window, offsets, (_, _, pad, _) = self._windows(x, 0.0, use_pad=use_pad)
+        dpad = xp.zeros(dpad_src.shape, dtype=dy.dtype)
+        zero = dy.dtype.type(0)
+        for n, (i, j) in enumerate(offsets):
+            window(dpad, i, j)[...] += xp.where(idx == n, dy, zero)
+        return self._crop(dpad, x, pad)
+
+    def _ave_backward(self, x, dy):
+        xp = self.xp
+        if self._is_global(x):
+            g = dy.reshape(dy.shape[:2] + (1, 1)) / x.dtype.type(x.shape[2] * x.shape[3])
+            return xp.ascontiguousarray(xp.broadcast_to(g, x.shape)).astype(dy.dtype, copy=False)
+        dpad_src, window, offsets, (_, _, pad, _) = self._windows(x, 0.0)
+        dpad = xp.zeros(dpad_src.shape, dtype=dy.dtype)
+        g = dy / self._pool_size(x)
+        for i, j in offsets:
+            window(dpad, i, j)[...] += g
+        return self._crop(dpad, x, pad)
