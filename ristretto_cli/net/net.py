@@ -139,8 +139,9 @@ class Net:
             if name not in self.blob_shapes:
                 raise RistrettoError(f"net '{self.name}' has no blob '{name}' to feed; inputs are "
                                      f"{', '.join(self.inputs) or 'none'}")
-            arr = xp.asarray(arr, dtype=xp.float32) if getattr(arr, "dtype", None) != xp.float32 else arr
-            self.blobs[name] = arr
+            # Copy like Caffe's input blobs: layers that trim their bottom in place must not
+            # change the caller's array.
+            self.blobs[name] = xp.array(arr, dtype=xp.float32, copy=True)
         if keep_for_backward is None:
             keep_for_backward = self.phase == TRAIN
         end = len(self.layers) if end is None else end
