@@ -1,0 +1,108 @@
+"""`ristretto finetune` (alias `train`, Caffe's verb): train or fine-tune a net with a Caffe solver."""
+from __future__ import annotations
+
+import os
+
+import click
+
+from .. import ui
+from ..errors import RistrettoError
+from ..proto import caffe_pb2
+from ..solvers.solver import EFFECTS, Solver
+
+
+def parse_gpu(value: str | None) -> int | None:
+    """Caffe's --gpu: an id, -1 (CPU), 'all' or 'a,b' (we use one device: the first)."""
+    if value is None or value == "":
+        return None
+    text = value.strip().lower()
+    if text == "all":
+        return 0
+    first = text.split(",")[0].strip()
+    try:
+        gpu = int(first)
+    except ValueError:
+        raise RistrettoError(f"--gpu {value!r}: expected a device id, -1 or 'all'") from None
+    if "," in text:
+        ui.log(f"--gpu {value}: training uses one device; using {gpu}")
+    return None if gpu < 0 else gpu
+
+
+def _summary(solver: Solver, result, solver_path: str) -> list[str]:
+    lines = []
+    if result.stopped_by:
+        lines.append(f"Optimization stopped early ({result.stopped_by}) at iteration {result.iterations}.")
+    else:
+        lines.append(f"Optimization done: {result.iterations} iterations.")
+    if result.score_name is not None:
+        best = (f"best {result.best_score:.6g} (iteration {result.best_iteration})"
+                if result.best_score is not None else "best n/a")
+        last = (f"last {result.last_score:.6g} (iteration {result.last_iteration})"
+                if result.last_score is not None else "last n/a")
+        lines.append(f"Test score {result.score_name}: {best}, {last}.")
+    if result.final_weights:
+        lines.append(f"Final weights: {result.final_weights}")
+        if result.stopped_by:
+            lines.append(f"Resume with: ristretto finetune --solver {solver_path} --snapshot {result.final_state}")
+    else:
+        lines.append("Final weights not saved (snapshot_after_train: false).")
+    return lines
+
+
+@click.command("finetune")
+@click.option("--solver", "solver_path", default=None, metavar="SOLVER.prototxt",
+              help="Caffe solver definition (net, lr policy, iterations, snapshots).")
+@click.option("--weights", "-w", default=None,
+              help="Caffemodel(s) to start from, copied by layer name; 'a,b' for several.")
+@click.option("--snapshot", default=None, metavar="X.solverstate",
+              help="Resume training from this solver state (not together with --weights).")
+@click.option("--gpu", default=None, help="CUDA device id (needs CuPy); omit or -1 for the CPU.")
+@click.option("--trim-activations", is_flag=True,
+              help="Also trim activations of Ristretto layers in the TRAIN phase (off by default).")
+@click.option("--snapshot-prefix", default=None, help="Override the solver's snapshot_prefix.")
+@click.option("--level", type=int, default=0, show_default=True, help="Train net state level (Caffe's --level).")
+@click.option("--stage", "stages", default="", help="Train net state stages, comma separated (Caffe's --stage).")
+@click.option("--sigint-effect", type=click.Choice(EFFECTS), default="stop", show_default=True,
+              help="On Ctrl-C: stop (with a snapshot), snapshot and go on, or ignore.")
+@click.option("--sighup-effect", type=click.Choice(EFFECTS), default="snapshot", show_default=True,
+              help="On SIGHUP: stop, snapshot or ignore.")
+def finetune(solver_path, weights, snapshot, gpu, trim_activations, snapshot_prefix, level, stages,
+             sigint_effect, sighup_effect):
+    """Train a net with a Caffe solver; fine-tune a (quantized) net from --weights or resume a
+    --snapshot. Snapshots are Caffe's .caffemodel + .solverstate (plus a .rngstate.json that
+    makes a resume exact)."""
+    if not solver_path:
+        raise RistrettoError("finetune needs --solver SOLVER.prototxt (the net and the training schedule)")
+    if weights and snapshot:
+        raise RistrettoError("give --snapshot to resume training or --weights to fine-tune, not both")
+    if not os.path.isfile(solver_path):
+        raise RistrettoError(f"{solver_path}: no such file" if not os.path.exists(solver_path)
+                             else f"{solver_path}: is not a file")
+    if snapshot and not os.path.isfile(snapshot):
+        raise RistrettoError(f"{snapshot}: no such solver state file")
+    device = parse_gpu(gpu)
+    from ..caffe.prototxt import read_solver
+
+    param = read_solver(solver_path)
+    if device is None and param.HasField("solver_mode") and param.solver_mode == caffe_pb2.SolverParameter.GPU:
+        ui.log(f"{solver_path}: solver_mode GPU; running on the CPU (pass --gpu ID to use CUDA)")
+    solver = Solver(param, source=solver_path, gpu=device, level=level,
+                    stages=[s for s in stages.split(",") if s], snapshot_prefix=snapshot_prefix)
+    if trim_activations:
+        n = solver.set_trim_activations(True)
+        ui.log(f"--trim-activations: trimming activations in {n} layer(s) during training" if n else
+               "--trim-activations: the train net has no Ristretto layer; nothing to trim")
+    if snapshot:
+        ui.log(f"Resuming from {snapshot}")
+        solver.restore(snapshot)
+    elif weights:
+        ui.log(f"Fine-tuning from {weights}")
+        solver.load_weights(weights)
+    result = solver.solve(sigint_effect=sigint_effect, sighup_effect=sighup_effect)
+    for line in _summary(solver, result, solver_path):
+        click.echo(line)
+
+
+train_alias = click.Command("train", params=finetune.params, callback=finetune.callback,
+                            help="Alias of `finetune` (Caffe's verb).")
+COMMANDS = [finetune, train_alias]
