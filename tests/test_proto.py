@@ -91,7 +91,7 @@ CONTRACT = [
     ("LayerParameter", "transform_param", 100, None), ("LayerParameter", "loss_param", 101, None),
     ("LayerParameter", "convolution_param", 106, None), ("LayerParameter", "inner_product_param", 117, None),
     ("LayerParameter", "batch_norm_param", 139, None), ("LayerParameter", "input_param", 143, None),
-    ("LayerParameter", "recurrent_param", 146, None), ("LayerParameter", "quantization_param", 148, None),
+    ("LayerParameter", "recurrent_param", 146, None), ("LayerParameter", "quantization_param", 149, None),
     ("QuantizationParameter", "precision", 1, 0), ("QuantizationParameter", "rounding_scheme", 2, 0),
     ("QuantizationParameter", "bw_layer_in", 3, 32), ("QuantizationParameter", "bw_layer_out", 4, 32),
     ("QuantizationParameter", "bw_params", 5, 32), ("QuantizationParameter", "fl_layer_in", 6, 16),

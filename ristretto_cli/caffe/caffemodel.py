@@ -19,6 +19,9 @@ from .upgrade import upgrade_net
 # Top-level NetParameter fields and their wire types (0 varint, 2 length-delimited).
 _NET_FIELDS = {1: 2, 2: 2, 3: 2, 4: (0, 2), 5: 0, 6: 2, 7: 0, 8: 2, 100: 2}
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# Field numbers that older Caffe-Ristretto builds used for LayerParameter.quantization_param
+# (ours is 149, see caffe.proto); neither is taken in Caffe 1.0.
+LEGACY_QUANTIZATION_FIELDS = (148, 147)
 _MAX_PROTO_BYTES = 2**31 - 1
 
 
@@ -83,9 +86,37 @@ def parse_caffemodel_bytes(data: bytes, filename: str = "<bytes>", upgrade: bool
         net.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as e:
         raise RistrettoError(f"{filename}: not a Caffe NetParameter or truncated ({e})") from None
+    adopt_legacy_quantization_params(net)
     if upgrade:
         upgrade_net(net, filename)
     return net
+
+
+def adopt_legacy_quantization_params(net: "caffe_pb2.NetParameter") -> int:
+    """Move a QuantizationParameter stored under an older field number into ``quantization_param``.
+
+    Returns how many layers were changed. A layer that already has ``quantization_param``
+    keeps it; data under the old numbers that does not decode is left alone.
+    """
+    from google.protobuf.unknown_fields import UnknownFieldSet
+
+    changed = 0
+    for layer in net.layer:
+        found = None
+        for u in UnknownFieldSet(layer):
+            if u.field_number in LEGACY_QUANTIZATION_FIELDS and u.wire_type == 2 and found is None:
+                found = u.data
+        if found is None or layer.HasField("quantization_param"):
+            continue
+        q = caffe_pb2.QuantizationParameter()
+        try:
+            q.ParseFromString(found)
+        except DecodeError:
+            continue
+        layer.DiscardUnknownFields()
+        layer.quantization_param.CopyFrom(q)
+        changed += 1
+    return changed
 
 
 def read_caffemodel(path, upgrade: bool = True) -> "caffe_pb2.NetParameter":
