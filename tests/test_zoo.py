@@ -67,10 +67,26 @@ def data_layers_to_input(net_param, chw=None):
     return out
 
 
-def build(net_param, phase, stages=None, chw=None):
+def constant_fillers(net_param):
+    """A copy whose weight/bias fillers are all constant: shape inference without spending
+    seconds drawing CaffeNet's 61M Gaussian weights."""
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net_param)
+    for lp in out.layer:
+        for field in ("convolution_param", "inner_product_param"):
+            if lp.HasField(field):
+                for f in ("weight_filler", "bias_filler"):
+                    if getattr(lp, field).HasField(f):
+                        getattr(lp, field).ClearField(f)
+    return out
+
+
+def build(net_param, phase, stages=None, chw=None, fill=False):
+    """Net of ``net_param`` with Data layers as Inputs; fillers drawn only when ``fill``."""
     from ristretto_cli.net import Net
 
-    return Net(data_layers_to_input(net_param, chw), phase=phase, stages=stages)
+    param = data_layers_to_input(net_param, chw)
+    return Net(param if fill else constant_fillers(param), phase=phase, stages=stages)
 
 
 def batch_of(net) -> int:
