@@ -253,11 +253,11 @@ class Net:
 
     def load_weights(self, paths) -> None:
         """Copy weights by layer name from one or more caffemodels (later ones win), like Caffe."""
-        from ..caffe.weights import fit_blob, load_weights
+        from ..caffe.weights import load_weights
 
         if isinstance(paths, str):
             paths = [p for p in paths.split(",") if p]
-        for name, entries in load_weights(list(paths)).items():
+        for name, entries in load_weights(list(paths), with_source=True).items():
             layer = self._by_name.get(name)
             if layer is None:
                 continue
@@ -269,7 +269,7 @@ class Net:
         if len(entries) != len(layer.blobs):
             raise layer.error(f"weights file has {len(entries)} blobs, the layer has {len(layer.blobs)}")
         for k, entry in enumerate(entries):
-            array, legacy, filename = entry if len(entry) == 3 else (*entry, "weights")
+            array, legacy, filename = entry
             target = layer.blobs[k]
             fitted = fit_blob(array, legacy, tuple(target.shape), layer.name, k, filename)
             target[...] = self.xp.asarray(fitted, dtype=target.dtype)
