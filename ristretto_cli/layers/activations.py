@@ -114,11 +114,13 @@ class PReLU(NeuronLayer):
 
 @register("Sigmoid")
 class Sigmoid(NeuronLayer):
-    """1 / (1 + exp(-x)), evaluated as 0.5 * tanh(0.5 x) + 0.5 (no overflow)."""
+    """1 / (1 + exp(-x)), evaluated through exp(-|x|) so that nothing overflows."""
 
     def forward(self, bottoms):
         x = bottoms[0]
-        return [0.5 * self.xp.tanh(0.5 * x) + 0.5]
+        xp = self.xp
+        e = xp.exp(-xp.abs(x))
+        return [xp.where(x >= 0, 1, e) / (1 + e)]
 
     def bottom_diff(self, diff, x, y):
         return diff * y * (1 - y)
