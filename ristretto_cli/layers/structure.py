@@ -462,7 +462,9 @@ class ArgMax(Layer):
         k = int(self.param.argmax_param.top_k)
         n = x.shape[axis]
         rev = xp.flip(x, axis=axis)
-        order = xp.argsort(-rev, axis=axis, kind="stable")
+        # CuPy's argsort is always stable and takes no kind="stable"; NumPy needs it
+        stable = {"kind": "stable"} if xp.__name__ == "numpy" else {}
+        order = xp.argsort(-rev, axis=axis, **stable)
         order = order[_axis_slice(x.ndim, axis, 0, k)]
         values = xp.take_along_axis(rev, order, axis=axis)
         return (n - 1 - order).astype(x.dtype), values
