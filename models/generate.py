@@ -43,7 +43,7 @@ def _scalar(v) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
-        return repr(v) if not v.is_integer() else str(int(v)) if abs(v) < 1e15 else repr(v)
+        return str(int(v)) if v.is_integer() else repr(v)  # 1.0 -> "1", 5e-05 -> "5e-05"
     raise TypeError(f"cannot write {v!r}")
 
 
@@ -187,10 +187,6 @@ def accuracy(name, bottom, top, top_k=None, include=TEST):
     return layer(name, "Accuracy", (bottom, "label"), (top,), extra, include=include)
 
 
-def solver(fields):
-    return fields
-
-
 # --------------------------------------------------------------------------------------
 # LeNet (LeCun et al. 1998 as trained in Caffe's MNIST example)
 # --------------------------------------------------------------------------------------
@@ -231,7 +227,7 @@ LENET_SOLVER = [
 # --------------------------------------------------------------------------------------
 # CIFAR-10 "full" and "quick" (Krizhevsky's cuda-convnet layers-18pct, Caffe example)
 # --------------------------------------------------------------------------------------
-def _cifar_head(name, deploy, mean="examples/cifar10/mean.binaryproto"):
+def _cifar_head(deploy, mean="examples/cifar10/mean.binaryproto"):
     if deploy:
         return [input_layer((1, 3, 32, 32))]
     t = [("mean_file", mean)]
@@ -260,7 +256,7 @@ def cifar10_full(deploy: bool):
     tail = [softmax("prob", "ip1", "prob")] if deploy else [
         accuracy("accuracy", "ip1", "accuracy"), loss("loss", "ip1", "loss")]
     return [("name", "CIFAR10_full_deploy" if deploy else "CIFAR10_full")] + \
-        _cifar_head("cifar10_full", deploy) + body + tail
+        _cifar_head(deploy) + body + tail
 
 
 def cifar10_quick(deploy: bool):
@@ -283,7 +279,7 @@ def cifar10_quick(deploy: bool):
     tail = [softmax("prob", "ip2", "prob")] if deploy else [
         accuracy("accuracy", "ip2", "accuracy"), loss("loss", "ip2", "loss")]
     return [("name", "CIFAR10_quick_test" if deploy else "CIFAR10_quick")] + \
-        _cifar_head("cifar10_quick", deploy) + body + tail
+        _cifar_head(deploy) + body + tail
 
 
 def _cifar_solver(net, base_lr, max_iter, snapshot, test_interval, display):
@@ -621,18 +617,6 @@ def files() -> dict[str, str]:
     put("googlenet/solver.prototxt", "Solver (step schedule).", googlenet_solver(False))
     put("googlenet/quick_solver.prototxt", "Solver (quick, poly schedule).", googlenet_solver(True))
     return out
-
-
-#: deploy net, the blob before its final Softmax (the logits), input blob — for tests.
-DEPLOY_NETS = {
-    "lenet": ("lenet/lenet.prototxt", "ip2"),
-    "cifar10_full": ("cifar10_full/cifar10_full.prototxt", "ip1"),
-    "cifar10_quick": ("cifar10_quick/cifar10_quick.prototxt", "ip2"),
-    "caffenet": ("caffenet/deploy.prototxt", "fc8"),
-    "squeezenet_v1.0": ("squeezenet_v1.0/deploy.prototxt", "pool10"),
-    "squeezenet_v1.1": ("squeezenet_v1.1/deploy.prototxt", "pool10"),
-    "googlenet": ("googlenet/deploy.prototxt", "loss3/classifier"),
-}
 
 
 def main(argv=None) -> int:
