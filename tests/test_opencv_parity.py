@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SHARED
-from ristretto_cli.proto import caffe_pb2
 
 cv2 = pytest.importorskip("cv2")
 
