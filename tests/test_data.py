@@ -4,8 +4,6 @@ and OpenCV."""
 from __future__ import annotations
 
 import gzip
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -670,3 +668,25 @@ def test_image_list_parsing(tmp_path):
         read_image_list(p)
     with pytest.raises(RistrettoError, match="no such image list"):
         read_image_list(tmp_path / "none.txt")
+
+
+def test_data_layer_inside_a_net(tmp_path, monkeypatch):
+    from ristretto_cli.caffe.prototxt import parse_net_text
+    from ristretto_cli.net.net import Net
+
+    small_db(tmp_path, n=5, name="rel_lmdb")
+    monkeypatch.chdir(tmp_path)  # a relative source is resolved against the working directory
+    text = """
+    layer { name: "d" type: "Data" top: "data" top: "label" include { phase: TEST }
+            transform_param { mean_value: 1 scale: 2 } data_param { source: "rel_lmdb" batch_size: 2 backend: LMDB } }
+    layer { name: "flat" type: "Flatten" bottom: "data" top: "flat" }
+    """
+    net = Net(parse_net_text(text), "TEST", Backend(np, seed=0))
+    assert net.blob_shapes["data"] == (2, 2, 3, 4) and net.blob_shapes["label"] == (2,)
+    first = net.forward()
+    np.testing.assert_array_equal(first["label"], [0, 1])
+    np.testing.assert_array_equal(net.forward()["label"], [2, 3])
+    net.layer("d").reset()
+    again = net.forward()
+    np.testing.assert_array_equal(again["flat"], first["flat"])
+    np.testing.assert_array_equal(again["flat"][0], (np.arange(24, dtype=np.float32) - 1) * 2)

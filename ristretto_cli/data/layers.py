@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RistrettoError
-from ..layers.base import TRAIN, Layer, register
+from ..layers.base import Layer, register
 from .lmdb_io import LMDBReader, datum_to_array, parse_datum
 from .transform import DataTransformer, hwc_to_chw, read_image
 
@@ -434,4 +434,4 @@ def read_image_list(path) -> list[tuple[str, int]]:
     return lines
 
 
-__all__ = ["DataLayer", "ImageDataLayer", "Prefetcher", "read_image_list", "TRAIN"]
+__all__ = ["DataLayer", "ImageDataLayer", "Prefetcher", "read_image_list"]

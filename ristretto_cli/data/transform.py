@@ -26,8 +26,6 @@ from ..errors import RistrettoError
 
 try:  # OpenCV is optional; Caffe used it, so it is the reference behaviour
     import cv2  # type: ignore
-
-    cv2.setNumThreads(1)
 except Exception:  # pragma: no cover - depends on the environment
     cv2 = None
 
