@@ -18,7 +18,7 @@ def _check_backend(backend: str) -> None:
 _backend_opt = click.option(
     "--backend", default="lmdb", show_default=True, help="Database type (Caffe flag; only lmdb is supported)."
 )
-_limit_opt = click.option("--limit", type=click.IntRange(min=1), default=None, help="Convert only the first N items.")
+_limit_opt = click.option("--limit", type=click.IntRange(min=1), default=None, help="Process only the first N items.")
 _quiet_opt = click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 
 
@@ -27,7 +27,7 @@ def convert_group():
     """Convert datasets to Caffe LMDBs of Datum records (like Caffe's convert tools)."""
 
 
-@convert_group.command("mnist")
+@convert_group.command("mnist", short_help="MNIST idx files -> LMDB (convert_mnist_data).")
 @click.argument("images", type=click.Path(dir_okay=False))
 @click.argument("labels", type=click.Path(dir_okay=False))
 @click.argument("db", type=click.Path())
@@ -42,7 +42,7 @@ def convert_mnist_cmd(images, labels, db, limit, backend, quiet):
     convert_mnist(images, labels, db, limit=limit, quiet=quiet)
 
 
-@convert_group.command("cifar10")
+@convert_group.command("cifar10", short_help="CIFAR-10 binary batches -> LMDB (convert_cifar_data).")
 @click.argument("batches", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.argument("db", type=click.Path())
 @_limit_opt
@@ -96,7 +96,7 @@ def _imageset_kwargs(kw: dict) -> dict:
     return kw
 
 
-@convert_group.command("imageset")
+@convert_group.command("imageset", short_help="Listed image files -> LMDB (convert_imageset).")
 @click.argument("root", type=click.Path(file_okay=False))
 @click.argument("list_file", metavar="LIST", type=click.Path(dir_okay=False))
 @click.argument("db", type=click.Path())
@@ -109,7 +109,7 @@ def convert_imageset_cmd(root, list_file, db, **kw):
     convert_imageset(root, list_file, db, **_imageset_kwargs(kw))
 
 
-@convert_group.command("imagefolder")
+@convert_group.command("imagefolder", short_help="ROOT/<class>/ image folders -> LMDB.")
 @click.argument("root", type=click.Path(file_okay=False))
 @click.argument("db", type=click.Path())
 @_imageset_options
@@ -121,7 +121,7 @@ def convert_imagefolder_cmd(root, db, **kw):
     convert_imagefolder(root, db, **_imageset_kwargs(kw))
 
 
-@click.command("compute-mean")
+@click.command("compute-mean", short_help="Per-pixel mean of an LMDB (compute_image_mean).")
 @click.argument("db", type=click.Path())
 @click.argument("out", type=click.Path(dir_okay=False))
 @_limit_opt
