@@ -1,0 +1,1 @@
+"""`make bench`: speed and memory side by side with a peer, printed as JSON lines."""
