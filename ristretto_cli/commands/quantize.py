@@ -1,0 +1,48 @@
+"""`ristretto quantize`: the original's word-width search (DESIGN.md section 5)."""
+from __future__ import annotations
+
+import click
+
+from .options import gpu_option, model_option, seed_option
+
+
+@click.command("quantize")
+@model_option
+@click.option("--weights", "-w", required=True, help="Trained caffemodel(s); 'a,b' for several.")
+@click.option("--model-quantized", "model_quantized", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the quantized prototxt (Ristretto layer types + quantization_param).")
+@click.option("--trimming-mode", "trimming_mode", required=True, metavar="MODE",
+              help="dynamic_fixed_point, minifloat or integer_power_of_2_weights.")
+@click.option("--iterations", "-i", type=int, default=50, show_default=True,
+              help="Batches scored per candidate.")
+@click.option("--error-margin", "error_margin", type=float, default=2.0, show_default=True,
+              help="Allowed score drop in percent (a score is an accuracy in [0, 1]).")
+@gpu_option
+@click.option("--score-blob", "score_blob", default=None,
+              help="Score this blob (element 0, mean over batches) instead of the net's first output.")
+@click.option("--report", default=None, metavar="OUT.json",
+              help="Write every measurement as JSON ('-': stdout).")
+@click.option("--widths", default=None, metavar="16,8,4,2,1",
+              help="Bit widths to try per category, in order (default: the original's).")
+@click.option("--exp-min", "exp_min", type=int, default=-8, show_default=True,
+              help="Power-of-two mode: smallest weight exponent.")
+@click.option("--exp-max", "exp_max", type=int, default=-1, show_default=True,
+              help="Power-of-two mode: largest weight exponent.")
+@click.option("--activation-bits", "activation_bits", type=int, default=8, show_default=True,
+              help="Power-of-two mode: dynamic fixed point width of layer inputs and outputs.")
+@click.option("--cache-mb", "cache_mb", type=click.IntRange(min=0), default=2048, show_default=True,
+              help="Memory for batches kept between candidates; beyond it every candidate re-reads the data.")
+@seed_option
+def quantize(model, weights, model_quantized, trimming_mode, iterations, error_margin, gpu, score_blob, report,
+             widths, exp_min, exp_max, activation_bits, cache_mb, seed):
+    """Find the smallest bit widths that keep the score within the error margin and
+    write the quantized net (then fine-tune it)."""
+    from ..search import parse_widths, quantize as run_quantize
+
+    run_quantize(model, weights, model_quantized, trimming_mode, iterations=iterations, error_margin=error_margin,
+                 gpu=gpu, score_blob=score_blob, report=report, seed=seed, widths=parse_widths(widths),
+                 exp_min=exp_min, exp_max=exp_max, activation_bits=activation_bits,
+                 cache_bytes=int(cache_mb) << 20)
+
+
+COMMANDS = [quantize]

@@ -1,0 +1,14 @@
+"""The pieces of the `quantize` search (DESIGN.md section 5), one concern per module:
+
+* :mod:`.observe` - value ranges of a float net and the integer lengths / exponent
+  bits derived from them (5.2, 5.3, 5.5),
+* :mod:`.choose`  - the candidate order and the stopping rule, against any scorer
+  (5.4 - 5.6),
+* :mod:`.rewrite` - a candidate as a NetParameter with Ristretto layer types and
+  ``quantization_param`` fields, exactly the ones the original sets,
+* :mod:`.runner`  - scores candidates on cached batches, starting each forward at
+  the first layer the candidate changes,
+* :mod:`.report`  - summary tables, parameter memory, the JSON report.
+
+:mod:`ristretto_cli.search` puts them together.
+"""

@@ -1,0 +1,123 @@
+"""What the search tells people: the original's summary as tables, parameter memory,
+and every measurement as JSON."""
+from __future__ import annotations
+
+import math
+
+from .choose import CATEGORY_TITLES, SearchResult, pow2_weight_bits
+from .rewrite import CONV_TYPES, DYNAMIC_FIXED_POINT, MINIFLOAT, POWER_OF_2, Candidate
+
+FLOAT_BITS = 32
+MODE_TITLES = {
+    DYNAMIC_FIXED_POINT: "dynamic fixed point",
+    MINIFLOAT: "minifloat",
+    POWER_OF_2: "integer power of 2 weights",
+}
+
+
+def blob_bits(candidate: Candidate | None, layer_type: str, index: int) -> int:
+    """Bits per element of parameter blob ``index`` (0 weights, 1 bias) of a layer."""
+    if candidate is None or not candidate.changes(layer_type) or index > 1:
+        return FLOAT_BITS
+    if candidate.precision == DYNAMIC_FIXED_POINT:
+        bw = candidate.conv_params if layer_type in CONV_TYPES else candidate.fc_params
+        return FLOAT_BITS if bw is None else int(bw)  # the bias uses the weights' format
+    if candidate.precision == MINIFLOAT:
+        return 1 + candidate.exp_bits + candidate.mant_bits
+    if candidate.precision == "integer_power_of_2_weights":
+        return pow2_weight_bits(candidate.exp_min, candidate.exp_max) if index == 0 else FLOAT_BITS
+    return FLOAT_BITS
+
+
+def parameter_memory(net, candidate: Candidate | None) -> dict:
+    """Parameter storage of ``net`` in bits, float32 and with ``candidate``'s formats.
+
+    Arrays shared between layers count once (at their first layer).
+    """
+    seen: set[int] = set()
+    per_layer, before, after = [], 0, 0
+    for layer in net.layers:
+        if not layer.blobs:
+            continue
+        lb = la = 0
+        for k, blob in enumerate(layer.blobs):
+            if id(blob) in seen:
+                continue
+            seen.add(id(blob))
+            n = int(math.prod(blob.shape))
+            lb += n * FLOAT_BITS
+            la += n * blob_bits(candidate, layer.type, k)
+        per_layer.append({"layer": layer.name, "type": layer.type, "bits_before": lb, "bits_after": la})
+        before += lb
+        after += la
+    return {"bits_before": before, "bits_after": after,
+            "ratio": (after / before) if before else None, "per_layer": per_layer}
+
+
+def _fmt_score(v) -> float | str:
+    return "" if v is None else float(v)
+
+
+def summary_tables(result: SearchResult) -> list[tuple[str, list[str], list[list]]]:
+    """(title, columns, rows) of the summary the original logs at the end of a search."""
+    mode = result.mode
+    rows: list[list] = [["baseline 32-bit float", FLOAT_BITS, float(result.baseline), ""]]
+    for t in result.trials:
+        rows.append([CATEGORY_TITLES.get(t.category, t.category), t.bit_width, float(t.score),
+                     "yes" if t.passed else "no"])
+    margin = f"{result.error_margin:g}%"
+    scores = (f"Accuracy analysis of CONV and FC layers, {MODE_TITLES.get(mode, mode)} "
+              f"(error margin {margin})", ["part", "bit width", "score", "within margin"], rows)
+    chosen: list[list] = []
+    c = result.chosen
+    if mode == DYNAMIC_FIXED_POINT:
+        chosen = [["CONV weights", f"{c['conv_params']} bit"], ["FC weights", f"{c['fc_params']} bit"],
+                  ["layer activations", f"{c['activations']} bit"]]
+    elif mode == MINIFLOAT:
+        chosen = [["CONV and FC layers", f"{c['minifloat']} bit"], ["exponent bits", c["exp_bits"]],
+                  ["mantissa bits", c["mant_bits"]]]
+    elif mode == POWER_OF_2:
+        chosen = [["weights", f"2^e, e in [{c['exp_min']}, {c['exp_max']}] ({c['weight_bits']} bit)"],
+                  ["layer activations", f"{c['activations']} bit dynamic fixed point"]]
+    chosen.append(["score of the quantized net", _fmt_score(result.final_score)])
+    return [scores, (f"Quantized net ({MODE_TITLES.get(mode, mode)})", ["", "chosen"], chosen)]
+
+
+def print_summary(result: SearchResult, memory: dict | None = None) -> None:
+    from .. import ui
+
+    for title, columns, rows in summary_tables(result):
+        if memory is not None and title.startswith("Quantized net"):
+            rows = rows + [["parameter memory", f"{memory['bits_before']:,} -> {memory['bits_after']:,} bits"]]
+        ui.table(title, columns, rows)
+
+
+def report_json(*, settings: dict, result: SearchResult, ranges, lengths, evaluations, baseline_eval,
+                memory: dict, counters, wall_s: float, exp_bits: int | None, cached: bool) -> dict:
+    """Every measurement of one search, JSON-ready."""
+    return {
+        **settings,
+        "baseline": float(result.baseline),
+        "baseline_batches": list(baseline_eval.batches),
+        "layers": [{**r.to_json(), **(lengths[r.name].to_json() if r.name in lengths else {})} for r in ranges],
+        "exp_bits": exp_bits,
+        "candidates": [
+            {**t.to_json(), "label": t.candidate.label()} for t in result.trials
+        ],
+        "evaluations": [
+            {"label": e.candidate.label(), "config": e.candidate.to_json(), "score": e.score,
+             "start_layer": e.start_layer, "layer_forwards": e.layer_forwards, "seconds": e.seconds,
+             "batches": e.batches}
+            for e in evaluations
+        ],
+        "chosen": result.chosen,
+        "final": {"config": result.final.to_json() if result.final else None, "label":
+                  result.final.label() if result.final else None, "score": result.final_score},
+        "parameter_memory": memory,
+        "layer_forwards": counters.layer_forwards,
+        "original_layer_forwards": counters.original_layer_forwards,
+        "candidates_scored": counters.candidates,
+        "candidates_reused": counters.reused,
+        "batch_cache": cached,
+        "wall_s": wall_s,
+    }

@@ -1,0 +1,177 @@
+"""A candidate configuration -> a NetParameter with Ristretto layers (the original's
+``EditNetDescription*``).
+
+What the original does, and so what we do:
+
+* Layers of type Convolution (or already ConvolutionRistretto) become
+  ``ConvolutionRistretto``; InnerProduct (or FcRistretto) become ``FcRistretto``.
+  Deconvolution and LRN layers are never touched by the search.
+* Only the fields the original sets are written, so every other field keeps its
+  proto default (and the Ristretto layer trims with that default, DESIGN.md 5):
+
+  - dynamic fixed point, weights of a category: ``bw_params``, ``fl_params = bw - il_params``
+    (no ``precision``: its default is DYNAMIC_FIXED_POINT);
+  - dynamic fixed point, activations: ``bw_layer_in``, ``fl_layer_in = bw - il_in``,
+    ``bw_layer_out``, ``fl_layer_out = bw - il_out`` on conv and FC layers;
+  - minifloat: ``precision: MINIFLOAT``, ``mant_bits = bw - 1 - exp_bits``, ``exp_bits``;
+  - power-of-two weights: ``precision: INTEGER_POWER_OF_2_WEIGHTS``, ``exp_min``,
+    ``exp_max``, then the activation fields as above (8 bits).
+
+* Every layer of those types in the file is rewritten, whatever its phase; the
+  integer lengths are looked up by layer name.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Mapping
+
+from ..errors import RistrettoError
+from ..proto import caffe_pb2
+from .observe import IntegerLengths
+
+DYNAMIC_FIXED_POINT = "dynamic_fixed_point"
+MINIFLOAT = "minifloat"
+POWER_OF_2 = "integer_power_of_2_weights"
+MODES = (DYNAMIC_FIXED_POINT, MINIFLOAT, POWER_OF_2)
+
+CONV_TYPES = ("Convolution", "ConvolutionRistretto")
+FC_TYPES = ("InnerProduct", "FcRistretto")
+RISTRETTO_TYPES = ("ConvolutionRistretto", "FcRistretto", "DeconvolutionRistretto", "LRNRistretto")
+
+_QP = caffe_pb2.QuantizationParameter
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One net configuration the search scores.
+
+    Dynamic fixed point: ``conv_params`` / ``fc_params`` are the weight bit widths of
+    conv / FC layers and ``activations`` the width of their inputs and outputs; None
+    leaves that part in float (the layer may still become a Ristretto layer with
+    default fields). Minifloat: ``mant_bits`` + ``exp_bits``. Power of two:
+    ``exp_min``..``exp_max`` for weights and ``activations`` bits of dynamic fixed point.
+    """
+
+    precision: str
+    conv_params: int | None = None
+    fc_params: int | None = None
+    activations: int | None = None
+    mant_bits: int | None = None
+    exp_bits: int | None = None
+    exp_min: int | None = None
+    exp_max: int | None = None
+
+    @property
+    def bit_width(self) -> int | None:
+        """Minifloat: total width 1 + exp + mant."""
+        if self.precision == MINIFLOAT:
+            return 1 + self.exp_bits + self.mant_bits
+        return None
+
+    def label(self) -> str:
+        if self.precision == MINIFLOAT:
+            return f"minifloat {self.bit_width}-bit (exp {self.exp_bits}, mant {self.mant_bits})"
+        if self.precision == POWER_OF_2:
+            act = "" if self.activations is None else f", {self.activations}-bit activations"
+            return f"power-of-two weights 2^[{self.exp_min},{self.exp_max}]{act}"
+        parts = []
+        if self.conv_params is not None:
+            parts.append(f"CONV weights {self.conv_params}-bit")
+        if self.fc_params is not None:
+            parts.append(f"FC weights {self.fc_params}-bit")
+        if self.activations is not None:
+            parts.append(f"activations {self.activations}-bit")
+        return ", ".join(parts) or "float"
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def changes(self, layer_type: str) -> bool:
+        """Does this candidate turn a layer of ``layer_type`` into a Ristretto layer?"""
+        conv, fc = layer_type in CONV_TYPES, layer_type in FC_TYPES
+        if not (conv or fc):
+            return False
+        if self.precision == DYNAMIC_FIXED_POINT:
+            weights = self.conv_params if conv else self.fc_params
+            return weights is not None or self.activations is not None
+        return True
+
+
+def dfp(conv_params=None, fc_params=None, activations=None) -> Candidate:
+    return Candidate(DYNAMIC_FIXED_POINT, conv_params=conv_params, fc_params=fc_params, activations=activations)
+
+
+def minifloat(bit_width: int, exp_bits: int) -> Candidate:
+    return Candidate(MINIFLOAT, mant_bits=bit_width - 1 - exp_bits, exp_bits=exp_bits)
+
+
+def power_of_2(exp_min: int = -8, exp_max: int = -1, activations: int | None = 8) -> Candidate:
+    return Candidate(POWER_OF_2, exp_min=exp_min, exp_max=exp_max, activations=activations)
+
+
+def ristretto_type(layer_type: str) -> str:
+    return "ConvolutionRistretto" if layer_type in CONV_TYPES else "FcRistretto"
+
+
+def changed_layers(param, candidate: Candidate) -> list[str]:
+    """Names of the layers of ``param`` that ``candidate`` rewrites, in file order."""
+    return [lp.name for lp in param.layer if candidate.changes(lp.type)]
+
+
+def _lengths(lengths: Mapping[str, IntegerLengths], lp) -> IntegerLengths:
+    try:
+        return lengths[lp.name]
+    except KeyError:
+        raise RistrettoError(f"layer '{lp.name}' ({lp.type}) is not in the TRAIN-phase net, so it has no "
+                             f"statistics to choose its integer lengths from; the quantize search needs every "
+                             f"Convolution / InnerProduct layer in the TRAIN phase too") from None
+
+
+def _set_activations(qp, bits: int, il: IntegerLengths) -> None:
+    qp.bw_layer_in = bits
+    qp.fl_layer_in = bits - il.il_in
+    qp.bw_layer_out = bits
+    qp.fl_layer_out = bits - il.il_out
+
+
+def rewrite_net(param, candidate: Candidate, lengths: Mapping[str, IntegerLengths] | None = None):
+    """A copy of ``param`` with ``candidate`` applied (see the module docstring).
+
+    ``lengths`` maps layer names to integer lengths; dynamic fixed point and the
+    activations of power-of-two need them.
+    """
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(param)
+    lengths = lengths or {}
+    for lp in out.layer:
+        if not candidate.changes(lp.type):
+            continue
+        conv = lp.type in CONV_TYPES
+        lp.type = ristretto_type(lp.type)
+        qp = lp.quantization_param
+        if candidate.precision == DYNAMIC_FIXED_POINT:
+            weights = candidate.conv_params if conv else candidate.fc_params
+            il = _lengths(lengths, lp)
+            if weights is not None:
+                qp.bw_params = weights
+                qp.fl_params = weights - il.il_params
+            if candidate.activations is not None:
+                _set_activations(qp, candidate.activations, il)
+        elif candidate.precision == MINIFLOAT:
+            qp.precision = _QP.MINIFLOAT
+            qp.mant_bits = candidate.mant_bits
+            qp.exp_bits = candidate.exp_bits
+        elif candidate.precision == POWER_OF_2:
+            qp.precision = _QP.INTEGER_POWER_OF_2_WEIGHTS
+            qp.exp_min = candidate.exp_min
+            qp.exp_max = candidate.exp_max
+            if candidate.activations is not None:
+                _set_activations(qp, candidate.activations, _lengths(lengths, lp))
+        else:
+            raise RistrettoError(f"unknown trimming mode '{candidate.precision}'; use {', '.join(MODES)}")
+    return out
+
+
+def ristretto_layers(param) -> list[tuple[str, str]]:
+    """(name, type) of layers that are already Ristretto layers."""
+    return [(lp.name, lp.type) for lp in param.layer if lp.type in RISTRETTO_TYPES]

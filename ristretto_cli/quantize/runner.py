@@ -1,0 +1,282 @@
+"""Scoring candidate nets on the same batches, without redoing what they cannot change.
+
+The original builds every candidate from the prototxt, reads the first
+``iterations`` batches from the data layer again and runs every layer. A candidate
+only changes the layers it rewrites, so:
+
+* the float TEST net runs once over the batches (the baseline); on the way we keep,
+  per batch, the blobs that are alive just before each layer where some candidate
+  will start (its first rewritten layer), and the tops of data layers after it;
+* a candidate restores those blobs (as fresh copies: a Ristretto layer trims its
+  bottom in place, and two names that were one array stay one array) and runs
+  only from its first rewritten layer on.
+
+When the kept blobs would exceed ``cache_bytes``, candidates fall back to the
+original's way: a fresh net that reads its data layers from the first record.
+
+Scores follow the original's arithmetic: element 0 of the score blob per batch,
+summed in float32 and divided by the number of batches in float32.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..errors import RistrettoError
+from ..net import Net
+from .rewrite import Candidate, changed_layers, rewrite_net
+
+
+@dataclass
+class Counters:
+    """Layer forwards done here, and what the original procedure would have done."""
+
+    layer_forwards: int = 0
+    original_layer_forwards: int = 0
+    candidates: int = 0
+    reused: int = 0           # candidates answered from the memo (same net as one scored before)
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Evaluation:
+    candidate: Candidate
+    score: float
+    start_layer: str | None      # first layer run; None: nothing to run (same net as the float one)
+    layer_forwards: int
+    batches: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def mean_score(values) -> float:
+    """Sum in float32 in batch order, then divide by the count in float32 (the original)."""
+    total = np.float32(0.0)
+    for v in values:
+        total = np.float32(total + np.float32(v))
+    return float(np.float32(total / np.float32(len(values))))
+
+
+def first_element(array, backend) -> np.float32:
+    flat = backend.to_numpy(array).reshape(-1)
+    if flat.size == 0:
+        raise RistrettoError("the score blob is empty")
+    return np.float32(flat[0])
+
+
+class CandidateRunner:
+    """Scores the float net and candidates of it on ``iterations`` batches.
+
+    ``param``: the NetParameter as read (both phases); ``float_net``: the TEST-phase
+    float net with its weights; ``start_layers``: names of layers some candidate may
+    rewrite first (snapshots are kept before each); ``on_batch(info)`` is called
+    after every batch for progress.
+    """
+
+    def __init__(self, param, float_net: Net, iterations: int, score_blob: str, lengths=None,
+                 cache_bytes: int = 2 << 30, on_batch: Callable[[str], None] | None = None):
+        self.param = param
+        self.float_net = float_net
+        self.backend = float_net.backend
+        self.xp = float_net.xp
+        self.iterations = int(iterations)
+        self.score_blob = score_blob
+        self.lengths = lengths or {}
+        self.cache_bytes = int(cache_bytes)
+        self.on_batch = on_batch or (lambda info: None)
+        self.counters = Counters()
+        self.evaluations: list[Evaluation] = []
+        self._memo: dict[bytes, Evaluation] = {}
+        self._snapshots: dict[int, list[dict]] = {}
+        self._feeds: list[dict] = []
+        self.cached = False
+        self.baseline: float | None = None
+        n = len(float_net.layers)
+        self._index = {name: i for i, name in enumerate(float_net.layer_names)}
+        self._producer: dict[str, int] = {}
+        for i, tops in enumerate(float_net.top_names):
+            for t in tops:
+                self._producer.setdefault(t, i)
+        self._bottomless = [i for i in range(n) if not float_net.bottom_names[i]]
+        # Layers after the last one that writes the score blob cannot change the score.
+        writers = [i for i, tops in enumerate(float_net.top_names) if score_blob in tops]
+        self.end = (max(writers) + 1) if writers else n
+
+    # -- planning -------------------------------------------------------------
+    def start_index(self, changed: list[str]) -> int | None:
+        """Index in the TEST net of the first of ``changed`` (None: none of them is in it)."""
+        idx = [self._index[c] for c in changed if c in self._index]
+        return min(idx) if idx else None
+
+    def live_blobs(self, k: int) -> list[str]:
+        """Blobs produced before layer k that layer k or a later one reads, plus the score blob."""
+        net = self.float_net
+        produced = set()
+        for ts in net.top_names[:k]:
+            produced.update(ts)
+        needed: list[str] = []
+        for bs in net.bottom_names[k:self.end]:
+            for b in bs:
+                if b in produced and b not in needed:
+                    needed.append(b)
+        if self.score_blob in produced and self.score_blob not in needed:
+            needed.append(self.score_blob)
+        return needed
+
+    def _batch_bytes(self, starts: list[int]) -> int:
+        shapes = self.float_net.blob_shapes
+        itemsize = 4
+        total = 0
+        for k in starts:
+            total += sum(int(np.prod(shapes[b])) * itemsize for b in set(self.live_blobs(k)))
+        first = min(starts) if starts else len(self.float_net.layers)
+        for i in self._bottomless:
+            if i >= first:
+                total += sum(int(np.prod(shapes[t])) * itemsize for t in self.float_net.top_names[i])
+        return total
+
+    # -- the float net ----------------------------------------------------------
+    def run_baseline(self, start_layers: list[str]) -> float:
+        """Score the float net over the batches, keeping the snapshots when they fit."""
+        net = self.float_net
+        starts = sorted({k for k in (self.start_index([s]) for s in start_layers) if k is not None and k < self.end})
+        self.cached = bool(starts) and self._batch_bytes(starts) * self.iterations <= self.cache_bytes
+        snap_after = {k - 1: k for k in starts} if self.cached else {}
+        first = min(starts) if starts else None
+        self._snapshots = {k: [] for k in snap_after.values()}
+        self._feeds = []
+        live = {k: self.live_blobs(k) for k in snap_after.values()}
+        values = []
+        t0 = time.perf_counter()
+        for b in range(self.iterations):
+            feeds: dict = {}
+
+            def on_layer(i, layer, names, tops, feeds=feeds):
+                if i in snap_after:
+                    k = snap_after[i]
+                    self._snapshots[k].append(_copy_blobs(net.blobs, live[k], self.xp))
+                if self.cached and first is not None and i >= first and not net.bottom_names[i]:
+                    feeds[i] = _copy_blobs(dict(zip(names, tops)), None, self.xp)
+
+            net.forward(on_layer=on_layer, end=self.end, keep_for_backward=False)
+            self._feeds.append(feeds)
+            values.append(first_element(self._blob(net), self.backend))
+            self.on_batch("float baseline")
+        n = len(net.layers)
+        self.counters.layer_forwards += self.end * self.iterations
+        self.counters.original_layer_forwards += n * self.iterations
+        self.baseline = mean_score(values)
+        ev = Evaluation(Candidate("float"), self.baseline, net.layer_names[0] if n else None, self.end * self.iterations,
+                        [float(v) for v in values], time.perf_counter() - t0)
+        self.baseline_evaluation = ev
+        self._memo[net.param.SerializeToString(deterministic=True)] = ev
+        return self.baseline
+
+    def _blob(self, net):
+        try:
+            return net.blobs[self.score_blob]
+        except KeyError:
+            raise RistrettoError(f"score blob '{self.score_blob}' has no value after the forward pass") from None
+
+    # -- candidates -------------------------------------------------------------
+    def build(self, candidate: Candidate) -> Net:
+        """The candidate's TEST net, sharing the float net's weight arrays."""
+        cparam = rewrite_net(self.param, candidate, self.lengths)
+        net = Net(cparam, phase="TEST", backend=self.backend, source=self.float_net.source)
+        net.share_weights_from(self.float_net)
+        return net
+
+    def evaluate(self, candidate: Candidate) -> float:
+        """Score ``candidate`` on the batches (memoized on the net it builds)."""
+        if self.baseline is None:
+            raise RuntimeError("run_baseline first")
+        t0 = time.perf_counter()
+        net = self.build(candidate)
+        try:
+            return self._evaluate(candidate, net, t0)
+        finally:
+            _close_data_layers(net)
+
+    def _evaluate(self, candidate: Candidate, net: Net, t0: float) -> float:
+        n = len(net.layers)
+        self.counters.candidates += 1
+        self.counters.original_layer_forwards += n * self.iterations
+        key = net.param.SerializeToString(deterministic=True)
+        if key in self._memo:
+            prev = self._memo[key]
+            self.counters.reused += 1
+            ev = Evaluation(candidate, prev.score, None, 0, list(prev.batches), time.perf_counter() - t0)
+            for _ in range(self.iterations):
+                self.on_batch(candidate.label() + " (same net as scored before)")
+            self.evaluations.append(ev)
+            return ev.score
+        k = self.start_index(changed_layers(self.param, candidate))
+        if k is None or k >= self.end:
+            k = n  # nothing that reaches the score differs from the float net
+        values, forwards = [], 0
+        if self.cached and k in self._snapshots:
+            end = max(self.end, k)
+            run = [i for i in range(k, end) if net.bottom_names[i]]  # data layers are fed
+            for b in range(self.iterations):
+                # Fresh copies every time: the candidate trims some of them in place.
+                net.blobs = _copy_blobs(self._snapshots[k][b], None, self.xp)
+                feeds = {}
+                for i, tops in self._feeds[b].items():
+                    if i >= k:
+                        feeds.update(_copy_blobs(tops, None, self.xp))
+                net.forward(feeds, start=k, end=end, keep_for_backward=False)
+                values.append(first_element(self._blob(net), self.backend))
+                forwards += len(run)
+                self.on_batch(candidate.label())
+            start_name = net.layer_names[k] if k < n else None
+        elif k >= n:
+            values = [np.float32(v) for v in self.baseline_evaluation.batches]
+            start_name = None
+            for _ in range(self.iterations):
+                self.on_batch(candidate.label())
+        else:
+            # Re-read: the new net's data layers start at their first record, like the original.
+            for b in range(self.iterations):
+                net.forward(end=self.end, keep_for_backward=False)
+                values.append(first_element(self._blob(net), self.backend))
+                forwards += self.end
+                self.on_batch(candidate.label())
+            start_name = net.layer_names[0]
+        self.counters.layer_forwards += forwards
+        ev = Evaluation(candidate, mean_score(values), start_name, forwards, [float(v) for v in values],
+                        time.perf_counter() - t0)
+        self._memo[key] = ev
+        self.evaluations.append(ev)
+        return ev.score
+
+    def count_stats(self, net: Net, batches: int) -> None:
+        """Account for the statistics pass (the same in both procedures)."""
+        self.counters.layer_forwards += len(net.layers) * batches
+        self.counters.original_layer_forwards += len(net.layers) * batches
+
+
+def _copy_blobs(blobs: dict, names, xp) -> dict:
+    """Copies of ``blobs[names]`` (all when names is None); names bound to one array stay one array."""
+    memo: dict[int, object] = {}
+    out = {}
+    for name in (blobs if names is None else names):
+        arr = blobs[name]
+        c = memo.get(id(arr))
+        if c is None:
+            c = memo[id(arr)] = xp.array(arr, copy=True)
+        out[name] = c
+    return out
+
+
+def _close_data_layers(net: Net) -> None:
+    for i, layer in enumerate(net.layers):
+        close = getattr(layer, "close", None)
+        if close is not None and not net.bottom_names[i]:
+            try:
+                close()
+            except Exception:  # pragma: no cover - closing is best effort
+                pass
