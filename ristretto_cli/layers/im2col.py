@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 #: bytes of column buffer per chunk on the CPU; large on the GPU
-CPU_CHUNK_BYTES = 4 << 20
+CPU_CHUNK_BYTES = 1 << 20
 GPU_CHUNK_BYTES = 1 << 30
 
 
@@ -145,79 +145,66 @@ def col2im(col, geom: ConvGeometry, in_spatial, xp):
     return xp.ascontiguousarray(padded[lead + tuple(slice(p, p + s) for p, s in zip(geom.pad, in_spatial))])
 
 
-# -- convolution primitives ----------------------------------------------------
-def _dims(x, w, geom, groups, out_spatial):
-    n, c = x.shape[:2]
-    o = w.shape[0]
-    return n, c, o, c // groups, o // groups, geom.kernel_count, math.prod(out_spatial)
+# -- column plans ----------------------------------------------------------------
+class ColumnPlan:
+    """How a chunk of inputs (nb, C, *S) becomes columns (nb, C, K, P) and back.
 
-
-def _columns(x, geom, out_spatial, xp, buf):
-    """Columns of a chunk, as (nb, C, K, P); no copy for a stride-1 pointwise kernel."""
-    nb, c = x.shape[:2]
-    if geom.pointwise:
-        if all(s == 1 for s in geom.stride):
-            return xp.ascontiguousarray(x).reshape(nb, c, 1, -1)
-        sub = x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in geom.stride)]
-        sub = sub[(slice(None), slice(None)) + tuple(slice(0, n) for n in out_spatial)]
-        return xp.ascontiguousarray(sub).reshape(nb, c, 1, -1)
-    col = im2col(x, geom, out_spatial, xp, out=None if buf is None else buf[:nb])
-    return col.reshape(nb, c, geom.kernel_count, -1)
-
-
-def _col_buffer(x, geom, out_spatial, chunk, xp):
-    if geom.pointwise:
-        return None
-    per = x.shape[1] * geom.kernel_count * math.prod(out_spatial)
-    return xp.empty((chunk, per), dtype=x.dtype)
-
-
-def convolution(x, w, geom: ConvGeometry, groups: int, xp):
-    """y[n, o] = sum_c w[o, c] * x[n, group(o) c] (cross-correlation, Caffe's convolution).
-
-    ``x`` (N, C, *S), ``w`` (O, C/groups, *kernel) -> (N, O, *out), no bias.
+    ``pointwise`` (1x1 kernel, no pad): the (strided) input itself; ``general``:
+    :func:`im2col` / :func:`col2im` on strided window views. (A phase-split
+    "full-width" layout with long contiguous copies was tried and measured slower:
+    once the batch is chunked, the copy is a few percent of the product.)
     """
-    out_spatial = geom.output_shape(x.shape[2:])
-    n, c, o, cg, og, k, p = _dims(x, w, geom, groups, out_spatial)
-    dtype = xp.result_type(x.dtype, w.dtype)
-    y = xp.empty((n, o) + out_spatial, dtype=dtype)
-    y4 = y.reshape(n, groups, og, p)
-    wm = xp.ascontiguousarray(w.reshape(groups, og, cg * k), dtype=dtype)
-    chunks = batch_chunks(n, c * k * p * x.dtype.itemsize, chunk_budget(xp))
-    buf = _col_buffer(x, geom, out_spatial, chunks[0][1] - chunks[0][0], xp)
-    for n0, n1 in chunks:
-        col = _columns(x[n0:n1], geom, out_spatial, xp, buf).reshape(n1 - n0, groups, cg * k, p)
-        if col.dtype != dtype:
-            col = col.astype(dtype)
-        xp.matmul(wm, col, out=y4[n0:n1])
-    return y
+
+    def __init__(self, geom: ConvGeometry, in_spatial, out_spatial):
+        self.geom = geom
+        self.in_spatial = tuple(int(v) for v in in_spatial)
+        self.out_spatial = tuple(int(v) for v in out_spatial)
+        self.pc = math.prod(self.out_spatial)
+        self.mode = "pointwise" if geom.pointwise else "general"
+
+    def _subsample(self):
+        return (slice(None), slice(None)) + tuple(slice(0, s * (n - 1) + 1, s)
+                                                  for s, n in zip(self.geom.stride, self.out_spatial))
+
+    def columns(self, x, xp, buf=None):
+        """(nb, C, K, P) columns of the chunk ``x`` (nb, C, *S)."""
+        nb, c = x.shape[:2]
+        g = self.geom
+        if self.mode == "pointwise":
+            if any(s != 1 for s in g.stride):
+                x = x[self._subsample()]
+            return xp.ascontiguousarray(x).reshape(nb, c, 1, self.pc)
+        shape = (nb, c, g.kernel_count, self.pc)
+        col = None if buf is None else buf[:nb]
+        return im2col(x, g, self.out_spatial, xp, out=col).reshape(shape)
+
+    def uncolumns(self, dcol, xp):
+        """Adjoint of :meth:`columns`: (nb, C, K, P) -> (nb, C, *S)."""
+        nb, c = dcol.shape[:2]
+        g = self.geom
+        if self.mode == "pointwise":
+            src = dcol.reshape((nb, c) + self.out_spatial)
+            if all(s == 1 for s in g.stride):
+                return src
+            dx = xp.zeros((nb, c) + self.in_spatial, dtype=dcol.dtype)
+            dx[self._subsample()] = src
+            return dx
+        return col2im(dcol.reshape((nb, c) + tuple(g.kernel) + self.out_spatial), g, self.in_spatial, xp)
 
 
-def convolution_grad(x, dy, w, geom: ConvGeometry, groups: int, xp, need_dx=True, need_dw=True):
-    """Gradients of :func:`convolution`: (dx or None, dw or None) for output gradient ``dy``."""
-    out_spatial = tuple(dy.shape[2:])
-    n, c, o, cg, og, k, p = _dims(x, w, geom, groups, out_spatial)
-    dtype = xp.result_type(x.dtype, w.dtype, dy.dtype)
-    dx = xp.empty(x.shape, dtype=dtype) if need_dx else None
-    dw = xp.zeros((groups, og, cg * k), dtype=dtype) if need_dw else None
-    w_t = xp.ascontiguousarray(w.reshape(groups, og, cg * k), dtype=dtype).transpose(0, 2, 1)
-    chunks = batch_chunks(n, c * k * p * dtype.itemsize, chunk_budget(xp))
-    buf = _col_buffer(x, geom, out_spatial, chunks[0][1] - chunks[0][0], xp) if need_dw else None
-    for n0, n1 in chunks:
-        nb = n1 - n0
-        dyc = dy[n0:n1].reshape(nb, groups, og, p)
-        if dyc.dtype != dtype:
-            dyc = dyc.astype(dtype)
-        if need_dw:
-            col = _columns(x[n0:n1], geom, out_spatial, xp, buf).reshape(nb, groups, cg * k, p)
-            _accumulate_weight_grad(dw, dyc, col, xp)
-        if need_dx:
-            dcol = xp.matmul(w_t, dyc)  # (nb, G, Cg*K, P)
-            dx[n0:n1] = _uncolumns(dcol.reshape((nb, c) + tuple(geom.kernel) + out_spatial),
-                                   geom, x.shape[2:], xp)
-    if need_dw:
-        dw = dw.reshape(w.shape)
-    return dx, dw
+# -- convolution primitives ----------------------------------------------------------
+def _as(a, dtype):
+    return a if a.dtype == dtype else a.astype(dtype)
+
+
+def _setup(x_like, w, geom, groups, plan, xp, dtype):
+    n, c = x_like.shape[:2]
+    cgk = (c // groups) * geom.kernel_count
+    chunks = batch_chunks(n, c * geom.kernel_count * plan.pc * dtype.itemsize, chunk_budget(xp))
+    nb = chunks[0][1] - chunks[0][0]
+    buf = None if plan.mode == "pointwise" else xp.empty((nb, c * geom.kernel_count * plan.pc), dtype=x_like.dtype)
+    wm = xp.ascontiguousarray(w.reshape(groups, w.shape[0] // groups, cgk), dtype=dtype)
+    return chunks, buf, wm, cgk
 
 
 def _accumulate_weight_grad(dw, dyc, col, xp):
@@ -228,19 +215,44 @@ def _accumulate_weight_grad(dw, dyc, col, xp):
         dw += xp.matmul(dyc, col.transpose(0, 1, 3, 2)).sum(axis=0)
 
 
-def _uncolumns(dcol, geom: ConvGeometry, in_spatial, xp):
-    """col2im, with the pointwise shortcut (a strided scatter, or nothing at all)."""
-    nb, c = dcol.shape[:2]
-    if geom.pointwise:
-        out_spatial = dcol.shape[2 + geom.ndim:]
-        src = dcol.reshape((nb, c) + tuple(out_spatial))
-        if all(s == 1 for s in geom.stride):
-            return src
-        dx = xp.zeros((nb, c) + tuple(in_spatial), dtype=dcol.dtype)
-        dx[(slice(None), slice(None)) + tuple(slice(0, s * (n - 1) + 1, s)
-                                              for s, n in zip(geom.stride, out_spatial))] = src
-        return dx
-    return col2im(dcol, geom, in_spatial, xp)
+def convolution(x, w, geom: ConvGeometry, groups: int, xp):
+    """y[n, o] = sum over c, kernel of w[o, c] * x[n, group(o) c] (Caffe's convolution).
+
+    ``x`` (N, C, *S), ``w`` (O, C/groups, *kernel) -> (N, O, *out), no bias.
+    """
+    out_spatial = geom.output_shape(x.shape[2:])
+    plan = ColumnPlan(geom, x.shape[2:], out_spatial)
+    n, o = x.shape[0], w.shape[0]
+    dtype = xp.result_type(x.dtype, w.dtype)
+    chunks, buf, wm, cgk = _setup(x, w, geom, groups, plan, xp, dtype)
+    y = xp.empty((n, o) + out_spatial, dtype=dtype)
+    y4 = y.reshape(n, groups, o // groups, -1)
+    for n0, n1 in chunks:
+        nb = n1 - n0
+        col = _as(plan.columns(x[n0:n1], xp, buf), dtype).reshape(nb, groups, cgk, plan.pc)
+        xp.matmul(wm, col, out=y4[n0:n1])
+    return y
+
+
+def convolution_grad(x, dy, w, geom: ConvGeometry, groups: int, xp, need_dx=True, need_dw=True):
+    """Gradients of :func:`convolution`: (dx or None, dw or None) for output gradient ``dy``."""
+    plan = ColumnPlan(geom, x.shape[2:], dy.shape[2:])
+    n, o = x.shape[0], w.shape[0]
+    dtype = xp.result_type(x.dtype, w.dtype, dy.dtype)
+    chunks, buf, wm, cgk = _setup(x, w, geom, groups, plan, xp, dtype)
+    w_t = wm.transpose(0, 2, 1)
+    dx = xp.empty(x.shape, dtype=dtype) if need_dx else None
+    dw = xp.zeros(wm.shape, dtype=dtype) if need_dw else None
+    for n0, n1 in chunks:
+        nb = n1 - n0
+        dyc = _as(dy[n0:n1], dtype).reshape(nb, groups, o // groups, plan.pc)
+        if need_dw:
+            col = _as(plan.columns(x[n0:n1], xp, buf), dtype).reshape(nb, groups, cgk, plan.pc)
+            _accumulate_weight_grad(dw, dyc, col, xp)
+        if need_dx:
+            dcol = xp.matmul(w_t, dyc).reshape(nb, x.shape[1], geom.kernel_count, plan.pc)
+            dx[n0:n1] = plan.uncolumns(dcol, xp)
+    return dx, (dw.reshape(w.shape) if need_dw else None)
 
 
 def convolution_transpose(y, w, geom: ConvGeometry, groups: int, out_spatial, xp):
@@ -248,20 +260,16 @@ def convolution_transpose(y, w, geom: ConvGeometry, groups: int, out_spatial, xp
 
     ``y`` (N, O, *S_in) with ``w`` (O, C/groups, *kernel) -> (N, C, *out_spatial).
     """
+    plan = ColumnPlan(geom, out_spatial, y.shape[2:])
     n, o = y.shape[:2]
     c = w.shape[1] * groups
-    og, cg, k, p = o // groups, w.shape[1], geom.kernel_count, math.prod(y.shape[2:])
     dtype = xp.result_type(y.dtype, w.dtype)
-    w_t = xp.ascontiguousarray(w.reshape(groups, og, cg * k), dtype=dtype).transpose(0, 2, 1)
+    w_t = xp.ascontiguousarray(w.reshape(groups, o // groups, -1), dtype=dtype).transpose(0, 2, 1)
     x = xp.empty((n, c) + tuple(out_spatial), dtype=dtype)
-    for n0, n1 in batch_chunks(n, c * k * p * dtype.itemsize, chunk_budget(xp)):
+    for n0, n1 in batch_chunks(n, c * geom.kernel_count * plan.pc * dtype.itemsize, chunk_budget(xp)):
         nb = n1 - n0
-        yc = y[n0:n1].reshape(nb, groups, og, p)
-        if yc.dtype != dtype:
-            yc = yc.astype(dtype)
-        dcol = xp.matmul(w_t, yc)
-        x[n0:n1] = _uncolumns(dcol.reshape((nb, c) + tuple(geom.kernel) + tuple(y.shape[2:])),
-                              geom, out_spatial, xp)
+        yc = _as(y[n0:n1], dtype).reshape(nb, groups, o // groups, plan.pc)
+        x[n0:n1] = plan.uncolumns(xp.matmul(w_t, yc).reshape(nb, c, geom.kernel_count, plan.pc), xp)
     return x
 
 
@@ -271,25 +279,18 @@ def convolution_transpose_grad(y, dx, w, geom: ConvGeometry, groups: int, xp, ne
     Returns (dy or None, dw or None): dy = convolution(dx, w); dw = the convolution
     weight gradient with input ``dx`` and output gradient ``y``. One im2col serves both.
     """
-    in_spatial = tuple(y.shape[2:])
-    n, c, o, cg, og, k, p = _dims(dx, w, geom, groups, in_spatial)
+    plan = ColumnPlan(geom, dx.shape[2:], y.shape[2:])
+    n, o = y.shape[:2]
     dtype = xp.result_type(y.dtype, w.dtype, dx.dtype)
+    chunks, buf, wm, cgk = _setup(dx, w, geom, groups, plan, xp, dtype)
     dy = xp.empty(y.shape, dtype=dtype) if need_dy else None
-    dw = xp.zeros((groups, og, cg * k), dtype=dtype) if need_dw else None
-    wm = xp.ascontiguousarray(w.reshape(groups, og, cg * k), dtype=dtype)
-    dy4 = dy.reshape(n, groups, og, p) if need_dy else None
-    chunks = batch_chunks(n, c * k * p * dtype.itemsize, chunk_budget(xp))
-    buf = _col_buffer(dx, geom, in_spatial, chunks[0][1] - chunks[0][0], xp)
+    dw = xp.zeros(wm.shape, dtype=dtype) if need_dw else None
     for n0, n1 in chunks:
         nb = n1 - n0
-        col = _columns(dx[n0:n1], geom, in_spatial, xp, buf).reshape(nb, groups, cg * k, p)
-        if col.dtype != dtype:
-            col = col.astype(dtype)
+        col = _as(plan.columns(dx[n0:n1], xp, buf), dtype).reshape(nb, groups, cgk, plan.pc)
         if need_dy:
-            xp.matmul(wm, col, out=dy4[n0:n1])
+            xp.matmul(wm, col, out=dy.reshape(n, groups, o // groups, plan.pc)[n0:n1])
         if need_dw:
-            yc = y[n0:n1].reshape(nb, groups, og, p)
-            _accumulate_weight_grad(dw, yc.astype(dtype) if yc.dtype != dtype else yc, col, xp)
-    if need_dw:
-        dw = dw.reshape(w.shape)
-    return dy, dw
+            yc = _as(y[n0:n1], dtype).reshape(nb, groups, o // groups, plan.pc)
+            _accumulate_weight_grad(dw, yc, col, xp)
+    return dy, (dw.reshape(w.shape) if need_dw else None)

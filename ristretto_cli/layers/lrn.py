@@ -21,6 +21,12 @@ from __future__ import annotations
 from .base import Layer, register
 
 ACROSS_CHANNELS, WITHIN_CHANNEL = 0, 1
+#: bytes of input per block of elementwise work on the CPU
+LRN_BLOCK_BYTES = 256 << 10
+
+
+def _is_numpy(xp) -> bool:
+    return getattr(xp, "__name__", "") == "numpy"
 
 
 def negative_power(xp, s, beta: float):
@@ -39,28 +45,28 @@ def negative_power(xp, s, beta: float):
 
 def channel_window_sum(xp, a, size: int):
     """Sum over ``size`` channels centred on each channel (zero padded), a: (N, C, ...)."""
-    pre = (size - 1) // 2
-    c = a.shape[1]
-    padded = xp.zeros((a.shape[0], c + size - 1) + a.shape[2:], dtype=a.dtype)
-    padded[:, pre:pre + c] = a
-    out = padded[:, 0:c].copy()
-    for j in range(1, size):
-        out += padded[:, j:j + c]
+    out = a.copy()
+    for d in range(1, (size - 1) // 2 + 1):
+        if d >= a.shape[1]:
+            break
+        out[:, d:] += a[:, :-d]
+        out[:, :-d] += a[:, d:]
     return out
 
 
 def spatial_window_sum(xp, a, size: int):
     """Sum over the ``size`` x ``size`` window centred on each pixel (zero padded), a: (N, C, H, W)."""
-    p = (size - 1) // 2
-    n, c, h, w = a.shape
-    padded = xp.zeros((n, c, h + 2 * p, w + 2 * p), dtype=a.dtype)
-    padded[:, :, p:p + h, p:p + w] = a
-    rows = padded[:, :, 0:h].copy()
-    for i in range(1, size):
-        rows += padded[:, :, i:i + h]
-    out = rows[:, :, :, 0:w].copy()
-    for j in range(1, size):
-        out += rows[:, :, :, j:j + w]
+    rows = a.copy()
+    h, w = a.shape[2:]
+    for d in range(1, (size - 1) // 2 + 1):
+        if d < h:
+            rows[:, :, d:] += a[:, :, :-d]
+            rows[:, :, :-d] += a[:, :, d:]
+    out = rows.copy()
+    for d in range(1, (size - 1) // 2 + 1):
+        if d < w:
+            out[..., d:] += rows[..., :-d]
+            out[..., :-d] += rows[..., d:]
     return out
 
 
@@ -113,26 +119,56 @@ class LRNLayer(Layer):
 
     def _forward_with(self, x, scale=None):
         """(top, scale) for bottom ``x``; ``scale`` defaults to :meth:`scale_of`."""
+        xp = self.xp
         scale = self.scale_of(x) if scale is None else scale
-        return x * negative_power(self.xp, scale, self.beta), scale
+        if self.beta == 0.75:  # x / (sqrt(s) * s^(1/4)): four cheap passes instead of a pow
+            d = xp.sqrt(scale)
+            d *= xp.sqrt(d)
+            return x / d, scale
+        return x * negative_power(xp, scale, self.beta), scale
 
     def _backward_with(self, x, scale, dy):
-        """Bottom gradient for top gradient ``dy`` at bottom ``x`` with denominator base ``scale``."""
+        """Bottom gradient for top gradient ``dy`` at bottom ``x`` with denominator base ``scale``:
+        dy * scale^-beta - (2 alpha beta / n) * x * S(dy * x * scale^-beta / scale)."""
         dt = x.dtype.type
         inv = negative_power(self.xp, scale, self.beta)
-        y = x * inv
-        ratio = dy * y
+        dx = dy * inv
+        ratio = dx * x
         ratio /= scale
+        ratio *= dt(2.0 * self.alpha * self.beta / self._window_norm())
         acc = self.window_sum(ratio)
         acc *= x
-        acc *= dt(2.0 * self.alpha * self.beta / self._window_norm())
-        dx = dy * inv
         dx -= acc
         return dx
 
+    # -- blocking ----------------------------------------------------------------
+    def blocks(self, shape, itemsize):
+        """Index tuples that cut (N, C, H, W) into independent blocks of about
+        ``LRN_BLOCK_BYTES`` (whole samples / row bands across channels, whole planes within),
+        so that the dozen elementwise passes run in cache. One block on a GPU."""
+        n, c, h, w = shape
+        if not _is_numpy(self.xp):
+            return [(slice(None),)]
+        budget = LRN_BLOCK_BYTES
+        if self.norm_region == ACROSS_CHANNELS:
+            sample = c * h * w * itemsize
+            if sample <= budget:
+                step = max(1, budget // sample)
+                return [(slice(i, min(n, i + step)),) for i in range(0, n, step)]
+            rows = max(1, budget // (c * w * itemsize))
+            return [(slice(i, i + 1), slice(None), slice(r, min(h, r + rows)))
+                    for i in range(n) for r in range(0, h, rows)]
+        plane = h * w * itemsize
+        step = max(1, budget // plane)
+        return [(slice(i, i + 1), slice(j, min(c, j + step))) for i in range(n) for j in range(0, c, step)] \
+            if step < c else [(slice(i, min(n, i + max(1, step // c))),) for i in range(0, n, max(1, step // c))]
+
     # -- contract -----------------------------------------------------------------
     def forward(self, bottoms):
-        y, _ = self._forward_with(bottoms[0])
+        x = bottoms[0]
+        y = self.xp.empty_like(x)
+        for blk in self.blocks(x.shape, x.dtype.itemsize):
+            y[blk] = self._forward_with(x[blk])[0]
         return [y]
 
     def backward(self, top_diffs, bottoms, tops, propagate_down):
@@ -141,4 +177,8 @@ class LRNLayer(Layer):
         x, dy = bottoms[0], top_diffs[0]
         if dy is None:
             return [self.xp.zeros_like(x)]
-        return [self._backward_with(x, self.scale_of(x), dy)]
+        dx = self.xp.empty(x.shape, dtype=self.xp.result_type(x.dtype, dy.dtype))
+        for blk in self.blocks(x.shape, dx.dtype.itemsize):
+            xb = x[blk]
+            dx[blk] = self._backward_with(xb, self.scale_of(xb), dy[blk])
+        return [dx]

@@ -24,6 +24,17 @@ FLT_MAX = 3.4028234663852886e38  # Caffe initialises MAX pooling with -FLT_MAX i
 FLT_MIN = 1.1754943508222875e-38
 
 
+def scatter_add(xp, dst, index, values):
+    """dst[index] += values, adding repeated indices (np.add.at / cupyx.scatter_add)."""
+    at = getattr(xp.add, "at", None)
+    if at is not None:
+        at(dst, index, values)
+    else:  # pragma: no cover - CuPy without ufunc.at
+        import cupyx
+
+        cupyx.scatter_add(dst, index, values)
+
+
 def pooled_size(size: int, kernel: int, stride: int, pad: int, clip: bool) -> int:
     """Caffe's pooled size along one axis (``clip``: some pad is nonzero)."""
     out = -(-(size + 2 * pad - kernel) // stride) + 1
@@ -157,34 +168,43 @@ class PoolingLayer(Layer):
             if bool(xp.isnan(top).any()):  # Caffe's '>' never picks NaN
                 top = xp.where(xp.isnan(flat), -xp.inf, flat).max(axis=2)
             return xp.maximum(top, x.dtype.type(-FLT_MAX)).reshape(top.shape + (1, 1))
-        xpad, window, offsets, (_, _, _, out) = self._windows(x, -float("inf"))
-        top = xp.full(x.shape[:2] + tuple(out), -FLT_MAX, dtype=x.dtype)
+        return self._max_windows(x)[0]
+
+    def _max_windows(self, x):
+        """(top, padded input, window function, offsets, geometry) of MAX pooling."""
+        xp = self.xp
+        xpad, window, offsets, geo = self._windows(x, -float("inf"))
+        top = xp.full(x.shape[:2] + tuple(geo[3]), -FLT_MAX, dtype=x.dtype)
         for i, j in offsets:
             xp.fmax(top, window(xpad, i, j), out=top)  # fmax skips NaN, like Caffe's '>'
-        return top
+        return top, xpad, window, offsets, geo
+
+    def _index_dtype(self, count):
+        xp = self.xp
+        return xp.int8 if count < 127 else (xp.int16 if count < 32767 else xp.int32)
 
     def _max_argmax(self, x):
-        """Per output: index into the window offsets of Caffe's chosen maximum (-1: none)."""
+        """Per output: index into the window offsets of Caffe's choice (the first element,
+        in row-major window order, that beats the running maximum started at -FLT_MAX;
+        -1 when none does), plus the padded shape and the geometry."""
         xp = self.xp
-        xpad, window, offsets, (_, _, _, out) = self._windows(x, -float("inf"))
-        best = xp.full(x.shape[:2] + tuple(out), -FLT_MAX, dtype=x.dtype)
-        idx = xp.full(best.shape, -1, dtype=xp.int32)
+        xpad, window, offsets, geo = self._windows(x, -float("inf"))
+        top = xp.full(x.shape[:2] + tuple(geo[3]), -FLT_MAX, dtype=x.dtype)
+        idx = xp.full(top.shape, -1, dtype=self._index_dtype(len(offsets)))
         for n, (i, j) in enumerate(offsets):
             v = window(xpad, i, j)
-            better = v > best
-            xp.copyto(best, v, where=better)
-            xp.copyto(idx, n, where=better)
-        return idx, window, offsets
+            better = v > top
+            xp.fmax(top, v, out=top)
+            idx -= better * (idx - n).astype(idx.dtype, copy=False)  # branch-free idx[better] = n
+        return idx, xpad.shape, geo
 
     def max_mask(self, x, top=None):
         """Caffe's MAX mask: flat index h * W + w of each output's maximum in its input plane."""
         xp = self.xp
-        kernel, stride, pad, out = self.geometry(x.shape[2:])
-        idx, _, _ = self._max_argmax(x)
+        idx, _, (kernel, stride, pad, out) = self._max_argmax(x)
         kw = kernel[1]
-        di, dj = idx // kw, idx % kw
-        h = xp.arange(out[0]).reshape(-1, 1) * stride[0] - pad[0] + di
-        w = xp.arange(out[1]).reshape(1, -1) * stride[1] - pad[1] + dj
+        h = xp.arange(out[0]).reshape(-1, 1) * stride[0] - pad[0] + idx // kw
+        w = xp.arange(out[1]).reshape(1, -1) * stride[1] - pad[1] + idx % kw
         return xp.where(idx < 0, -1, h * x.shape[3] + w)
 
     def _ave_forward(self, x):
@@ -241,14 +261,16 @@ class PoolingLayer(Layer):
         if self.method == AVE:
             return [self._ave_backward(x, dy)]
         if self.phase == TRAIN:
-            return [self._routed_backward(x, dy, *self._stochastic_state(x), use_pad=False)]
+            idx = self._stochastic_state(x)
+            xpad, _, _, _ = self._windows(x, 0.0, use_pad=False)
+            return [self._routed_backward(x, dy, idx, xpad.shape, (0, 0))]
         raise self.error("STOCHASTIC pooling has no backward in the TEST phase")
 
     def _stochastic_state(self, x):
         state = getattr(self, "_stochastic_idx", None)
         if state is None or state[0] != x.shape:
             raise self.error("STOCHASTIC pooling backward needs its TRAIN forward pass first")
-        return (state[1],)
+        return state[1]
 
     def _max_backward(self, x, dy):
         xp = self.xp
@@ -260,18 +282,27 @@ class PoolingLayer(Layer):
             hit = (xp.arange(flat.shape[2]) == first) & valid
             g = xp.where(hit, dy.reshape(dy.shape[0], dy.shape[1], 1), dy.dtype.type(0))
             return g.reshape(x.shape)
-        idx, _, _ = self._max_argmax(x)
-        return self._routed_backward(x, dy, idx, use_pad=True)
+        idx, padded_shape, (_, _, pad, _) = self._max_argmax(x)
+        return self._routed_backward(x, dy, idx, padded_shape, pad)
 
-    def _routed_backward(self, x, dy, idx, use_pad):
-        """Scatter ``dy`` to the window offset ``idx`` chosen per output (Caffe's mask routing)."""
+    def _routed_backward(self, x, dy, idx, padded_shape, pad):
+        """Add each ``dy`` to the input element its window chose (offset ``idx``, -1: none)."""
         xp = self.xp
-        dpad_src, window, offsets, (_, _, pad, _) = self._windows(x, 0.0, use_pad=use_pad)
-        dpad = xp.zeros(dpad_src.shape, dtype=dy.dtype)
-        zero = dy.dtype.type(0)
-        for n, (i, j) in enumerate(offsets):
-            window(dpad, i, j)[...] += xp.where(idx == n, dy, zero)
-        return self._crop(dpad, x, pad)
+        kernel, stride, _, out = self.geometry(x.shape[2:])
+        n, c, hp, wp = padded_shape
+        offset = xp.asarray([i * wp + j for i in range(kernel[0]) for j in range(kernel[1])] + [0],
+                            dtype=xp.int64)
+        base = (xp.arange(n * c, dtype=xp.int64).reshape(n, c, 1, 1) * (hp * wp)
+                + (xp.arange(out[0], dtype=xp.int64) * (stride[0] * wp)).reshape(-1, 1)
+                + xp.arange(out[1], dtype=xp.int64) * stride[1])
+        target = base + offset[idx]  # idx -1 picks the trailing 0, masked below
+        dpad = xp.zeros(n * c * hp * wp, dtype=dy.dtype)
+        if bool((idx < 0).any()):
+            keep = idx >= 0
+            scatter_add(xp, dpad, target[keep], dy[keep])
+        else:
+            scatter_add(xp, dpad, target.reshape(-1), dy.reshape(-1))
+        return self._crop(dpad.reshape(padded_shape), x, pad)
 
     def _ave_backward(self, x, dy):
         xp = self.xp
