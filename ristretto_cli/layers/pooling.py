@@ -150,10 +150,10 @@ class PoolingLayer(Layer):
     def forward(self, bottoms):
         x = bottoms[0]
         if self.method == MAX:
-            top = self._max_forward(x)
             if len(self.param.top) > 1:
-                return [top, self.max_mask(x, top).astype(x.dtype)]
-            return [top]
+                top, idx, _, _ = self._max_argmax(x)
+                return [top, self.max_mask(x, idx).astype(x.dtype)]
+            return [self._max_forward(x)]
         if self.method == AVE:
             return [self._ave_forward(x)]
         if self.phase == TRAIN:
@@ -168,25 +168,20 @@ class PoolingLayer(Layer):
             if bool(xp.isnan(top).any()):  # Caffe's '>' never picks NaN
                 top = xp.where(xp.isnan(flat), -xp.inf, flat).max(axis=2)
             return xp.maximum(top, x.dtype.type(-FLT_MAX)).reshape(top.shape + (1, 1))
-        return self._max_windows(x)[0]
-
-    def _max_windows(self, x):
-        """(top, padded input, window function, offsets, geometry) of MAX pooling."""
-        xp = self.xp
-        xpad, window, offsets, geo = self._windows(x, -float("inf"))
-        top = xp.full(x.shape[:2] + tuple(geo[3]), -FLT_MAX, dtype=x.dtype)
+        xpad, window, offsets, (_, _, _, out) = self._windows(x, -float("inf"))
+        top = xp.full(x.shape[:2] + tuple(out), -FLT_MAX, dtype=x.dtype)
         for i, j in offsets:
             xp.fmax(top, window(xpad, i, j), out=top)  # fmax skips NaN, like Caffe's '>'
-        return top, xpad, window, offsets, geo
+        return top
 
     def _index_dtype(self, count):
         xp = self.xp
         return xp.int8 if count < 127 else (xp.int16 if count < 32767 else xp.int32)
 
     def _max_argmax(self, x):
-        """Per output: index into the window offsets of Caffe's choice (the first element,
-        in row-major window order, that beats the running maximum started at -FLT_MAX;
-        -1 when none does), plus the padded shape and the geometry."""
+        """(top, idx, padded shape, geometry): idx is, per output, the window offset (row-major)
+        of Caffe's choice: the first element that beats the running maximum started at
+        -FLT_MAX (-1 when none does)."""
         xp = self.xp
         xpad, window, offsets, geo = self._windows(x, -float("inf"))
         top = xp.full(x.shape[:2] + tuple(geo[3]), -FLT_MAX, dtype=x.dtype)
@@ -195,14 +190,17 @@ class PoolingLayer(Layer):
             v = window(xpad, i, j)
             better = v > top
             xp.fmax(top, v, out=top)
-            idx -= better * (idx - n).astype(idx.dtype, copy=False)  # branch-free idx[better] = n
-        return idx, xpad.shape, geo
+            idx -= better * (idx - n)  # branch-free idx[better] = n
+        return top, idx, xpad.shape, geo
 
-    def max_mask(self, x, top=None):
+    def max_mask(self, x, idx=None):
         """Caffe's MAX mask: flat index h * W + w of each output's maximum in its input plane."""
         xp = self.xp
-        idx, _, (kernel, stride, pad, out) = self._max_argmax(x)
+        if idx is None:
+            idx = self._max_argmax(x)[1]
+        kernel, stride, pad, out = self.geometry(x.shape[2:])
         kw = kernel[1]
+        idx = idx.astype(xp.int64)
         h = xp.arange(out[0]).reshape(-1, 1) * stride[0] - pad[0] + idx // kw
         w = xp.arange(out[1]).reshape(1, -1) * stride[1] - pad[1] + idx % kw
         return xp.where(idx < 0, -1, h * x.shape[3] + w)
@@ -282,7 +280,7 @@ class PoolingLayer(Layer):
             hit = (xp.arange(flat.shape[2]) == first) & valid
             g = xp.where(hit, dy.reshape(dy.shape[0], dy.shape[1], 1), dy.dtype.type(0))
             return g.reshape(x.shape)
-        idx, padded_shape, (_, _, pad, _) = self._max_argmax(x)
+        _, idx, padded_shape, (_, _, pad, _) = self._max_argmax(x)
         return self._routed_backward(x, dy, idx, padded_shape, pad)
 
     def _routed_backward(self, x, dy, idx, padded_shape, pad):
