@@ -5,10 +5,9 @@ import os
 
 import click
 
-from .. import ui
 from ..errors import RistrettoError
 from ..proto import caffe_pb2
-from ..solvers.solver import EFFECTS, Solver
+from ..solvers.solver import EFFECTS, Solver, log_line
 
 
 def parse_gpu(value: str | None) -> int | None:
@@ -24,7 +23,7 @@ def parse_gpu(value: str | None) -> int | None:
     except ValueError:
         raise RistrettoError(f"--gpu {value!r}: expected a device id, -1 or 'all'") from None
     if "," in text:
-        ui.log(f"--gpu {value}: training uses one device; using {gpu}")
+        log_line(f"--gpu {value}: training uses one device; using {gpu}")
     return None if gpu < 0 else gpu
 
 
@@ -80,27 +79,35 @@ def finetune(solver_path, weights, snapshot, gpu, trim_activations, snapshot_pre
                              else f"{solver_path}: is not a file")
     if snapshot and not os.path.isfile(snapshot):
         raise RistrettoError(f"{snapshot}: no such solver state file")
+    for w in (weights or "").split(","):
+        if w and not os.path.isfile(w):
+            raise RistrettoError(f"{w}: no such weights file (--weights)")
     device = parse_gpu(gpu)
     from ..caffe.prototxt import read_solver
 
     param = read_solver(solver_path)
     if device is None and param.HasField("solver_mode") and param.solver_mode == caffe_pb2.SolverParameter.GPU:
-        ui.log(f"{solver_path}: solver_mode GPU; running on the CPU (pass --gpu ID to use CUDA)")
+        log_line(f"{solver_path}: solver_mode GPU; running on the CPU (pass --gpu ID to use CUDA)")
     solver = Solver(param, source=solver_path, gpu=device, level=level,
                     stages=[s for s in stages.split(",") if s], snapshot_prefix=snapshot_prefix)
-    if trim_activations:
-        n = solver.set_trim_activations(True)
-        ui.log(f"--trim-activations: trimming activations in {n} layer(s) during training" if n else
-               "--trim-activations: the train net has no Ristretto layer; nothing to trim")
-    if snapshot:
-        ui.log(f"Resuming from {snapshot}")
-        solver.restore(snapshot)
-    elif weights:
-        ui.log(f"Fine-tuning from {weights}")
-        solver.load_weights(weights)
-    result = solver.solve(sigint_effect=sigint_effect, sighup_effect=sighup_effect)
+    with solver:
+        result = _train(solver, trim_activations, snapshot, weights, sigint_effect, sighup_effect)
     for line in _summary(solver, result, solver_path):
         click.echo(line)
+
+
+def _train(solver: Solver, trim_activations, snapshot, weights, sigint_effect, sighup_effect):
+    if trim_activations:
+        n = solver.set_trim_activations(True)
+        log_line(f"--trim-activations: trimming activations in {n} layer(s) during training" if n else
+               "--trim-activations: the train net has no Ristretto layer; nothing to trim")
+    if snapshot:
+        log_line(f"Resuming from {snapshot}")
+        solver.restore(snapshot)
+    elif weights:
+        solver.load_weights(weights)
+        log_line(f"Fine-tuning from {weights}")
+    return solver.solve(sigint_effect=sigint_effect, sighup_effect=sighup_effect)
 
 
 train_alias = click.Command("train", params=finetune.params, callback=finetune.callback,

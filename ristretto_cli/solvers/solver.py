@@ -82,7 +82,8 @@ class _TestInterrupted(Exception):
     pass
 
 
-def _log(message: str) -> None:
+def log_line(message: str) -> None:
+    """One plain line on stderr (no markup, no wrapping), above any progress bar."""
     ui.err.print(escape(message), soft_wrap=True)
 
 
@@ -116,7 +117,7 @@ class Solver:
         self.param.CopyFrom(param)
         self.source = source
         self.where = source or "solver"
-        self.log = log or _log
+        self.log = log or log_line
         self.show_progress = progress
         self.train_feed = train_feed
         if level is not None:
@@ -169,6 +170,20 @@ class Solver:
     def from_file(cls, path: str, **kwargs) -> "Solver":
         """Read a solver prototxt (any Caffe version) and build the solver."""
         return cls(read_solver(path), source=path, **kwargs)
+
+    def close(self) -> None:
+        """Stop prefetch threads and close the databases of every data layer."""
+        for net in [self.net, *self.test_nets]:
+            for layer in net.layers:
+                close = getattr(layer, "close", None)
+                if callable(close):
+                    close()
+
+    def __enter__(self) -> "Solver":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ configuration
     def _check_param(self) -> None:
