@@ -14,6 +14,7 @@ from ristretto_cli.backend import Backend
 from ristretto_cli.errors import RistrettoError
 from ristretto_cli.layers import TEST, TRAIN, create_layer
 from ristretto_cli.layers import im2col as im2col_mod
+from ristretto_cli.layers import lrn as lrn_mod
 from ristretto_cli.proto import caffe_pb2
 from tests.gradient_check import check_layer_gradient
 
@@ -491,6 +492,24 @@ def test_lrn_within_channel_divides_by_n_squared_by_hand():
 def test_lrn_gradients(region, body):
     x = np.random.default_rng(17).standard_normal((2, 6, 4, 4))
     check_layer_gradient(f64(lrn_text(region, body)), [x], max_checks=80)
+
+
+@pytest.mark.parametrize("region,body", LRN_CASES[::2])
+@pytest.mark.parametrize("block_bytes", [1, 200, 2000])
+def test_lrn_blocked_matches_whole(monkeypatch, region, body, block_bytes):
+    """Cutting the work into cache-sized blocks (row bands, planes, samples) changes nothing."""
+    x = np.random.default_rng(19).standard_normal((3, 5, 6, 4))
+    dy = np.random.default_rng(20).standard_normal(x.shape)
+    layer = make(lrn_text(region, body), bottom_shapes=[x.shape])
+    monkeypatch.setattr(lrn_mod, "LRN_BLOCK_BYTES", 1 << 30)
+    (want,) = layer.forward([x])
+    (want_dx,) = layer.backward([dy], [x], [want], [True])
+    monkeypatch.setattr(lrn_mod, "LRN_BLOCK_BYTES", block_bytes)
+    assert len(layer.blocks(x.shape, 8)) > 1
+    (got,) = layer.forward([x])
+    (got_dx,) = layer.backward([dy], [x], [got], [True])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(got_dx, want_dx, rtol=1e-12, atol=1e-14)
 
 
 def test_lrn_rejects_even_size():
