@@ -240,6 +240,7 @@ DECONV_CASES = [
     ((1, 4, 3, 3), "num_output: 6 kernel_size: 4 stride: 2 group: 2", (2, 2), (0, 0), (1, 1), 2),
     ((1, 2, 4, 3), "num_output: 2 kernel_h: 3 kernel_w: 2 stride_h: 1 stride_w: 3 pad_h: 1 pad_w: 0 "
      "dilation: 2", (1, 3), (1, 0), (2, 2), 1),
+    ((2, 4, 3, 2), "num_output: 2 kernel_size: 1 stride: 2 group: 2", (2, 2), (0, 0), (1, 1), 2),
 ]
 
 
