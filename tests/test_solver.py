@@ -503,3 +503,19 @@ def test_snapshot_prefix_resolution(tmp_path, monkeypatch):
     s = Solver(sp, source=str(solver_file), train_feed=lambda i: make_batches(1)[0], **quiet)
     with pytest.raises(RistrettoError, match="cannot write snapshots"):
         s.solve()
+
+
+def test_net_states_merge_like_caffe():
+    """Solver default phase < the net's own state < train_state / test_state."""
+    sp = caffe_pb2.SolverParameter()
+    text_format.Parse('base_lr: 0.1 lr_policy: "fixed" max_iter: 0 test_iter: 1 test_iter: 1 test_interval: 1 '
+                      'train_state { stage: "extra" } test_state { } test_state { stage: "extra" } '
+                      'snapshot_after_train: false', sp)
+    text_format.Parse(TINY_NET.replace("{params}", "") + '''
+        layer { name: "more" type: "Power" bottom: "out" top: "more" include { stage: "extra" } }''', sp.net_param)
+    s = Solver(sp, progress=False, log=lambda m: None, test_feeds=[None, None])
+    assert "more" in s.net.layer_names
+    assert "more" not in s.test_nets[0].layer_names and "more" in s.test_nets[1].layer_names
+    assert s.net.phase == 0 and all(n.phase == 1 for n in s.test_nets)
+    s2 = Solver(sp, progress=False, log=lambda m: None, stages=["other"], level=0)
+    assert list(s2.param.train_state.stage) == ["extra", "other"]

@@ -124,10 +124,12 @@ def data_state(net, batches: int) -> dict:
     return {"batches": int(batches), "data_layers": layers}
 
 
-def restore_data_state(net, state: dict) -> None:
+def restore_data_state(net, state: dict) -> list[str]:
     """Move the data layers of ``net`` to where ``state`` says: their own state when
-    they can save one, else start over with the stored seed and skip the batches read."""
+    they can save one, else start over with the stored seed and skip the batches read.
+    Returns the names of the layers that had to read past batches to get there."""
     batches = int(state.get("batches", 0))
+    skipped = []
     stored = state.get("data_layers", {})
     for layer in data_layers(net):
         entry = stored.get(layer.name)
@@ -140,9 +142,11 @@ def restore_data_state(net, state: dict) -> None:
             layer._seed = int(entry["seed"])
         layer.reset()
         if batches:
+            skipped.append(layer.name)
             skip = getattr(layer, "next_batch", None) or (lambda: layer.forward([]))
             for _ in range(batches):
                 skip()
+    return skipped
 
 
 def write_sidecar(path: str, data: dict) -> None:

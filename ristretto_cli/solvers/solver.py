@@ -144,6 +144,8 @@ class Solver:
         if len(self.test_feeds) != len(self.test_nets):
             raise RistrettoError(f"{len(self.test_feeds)} test feeds for {len(self.test_nets)} test nets")
         self.params = self.net.learnable_params()
+        if not self.net.loss_weights:
+            self.log(f"{self.where}: the train net has no loss (no loss layer or loss_weight); nothing will learn")
         self.rule = make_update_rule(self.param, self.params, self.backend.xp)
 
         self.iter = 0
@@ -641,13 +643,18 @@ class Solver:
             self.log(f"{path}: no {os.path.basename(snap.sidecar_path(path))} beside it; resuming like Caffe "
                      f"(data read from the start, fresh random draws)")
             return
+        if side.get("solver_type") not in (None, self.type_name):
+            self.log(f"{path}: was written by the {side.get('solver_type')} solver, resuming with "
+                     f"{self.type_name}; its history is reused as it is")
         if int(side.get("iter", -1)) != self.iter:
             self.log(f"{snap.sidecar_path(path)}: is for iteration {side.get('iter')}, the solver state for "
                      f"{self.iter}; ignoring it")
             return
         train = side.get("train") or {}
-        snap.restore_data_state(self.net, train)
         self.train_batches = int(train.get("batches", 0))
+        if self.train_batches and snap.data_layers(self.net):
+            self.log(f"Moving the train data to batch {self.train_batches} (reading past the batches used)")
+        snap.restore_data_state(self.net, train)
         for k, (net, st) in enumerate(zip(self.test_nets, side.get("test") or [])):
             snap.restore_data_state(net, st)
             self.test_batches[k] = int(st.get("batches", 0))
