@@ -258,3 +258,20 @@ def _one_blas_thread():
 
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
+
+
+def test_ristretto_layers_train_full_precision_shadow_weights(setup, tmp_path, capsys):
+    """TRAIN trims the weight copy (4-bit, steps of 1/8 here); the solver updates the float
+    weights, so they leave the grid, and the snapshot stores them in full precision."""
+    solver = setup(ip="FcRistretto")
+    net_file = tmp_path / "net_FcRistretto.prototxt"
+    net_file.write_text(net_file.read_text().replace(
+        'inner_product_param { num_output: 6 weight_filler { type: "xavier" } }',
+        'inner_product_param { num_output: 6 weight_filler { type: "xavier" } } '
+        'quantization_param { bw_params: 4 fl_params: 3 }'))
+    code, out, err = run_cli(["finetune", "--solver", solver], capsys)
+    assert code == 0, err
+    layers = {l.name: l for l in read_caffemodel(str(tmp_path / "snap" / "blobs_iter_8.caffemodel")).layer}
+    assert layers["ip1"].type == "FcRistretto"
+    w = np.asarray(layers["ip1"].blobs[0].data, np.float64)
+    assert not np.allclose(w * 8, np.round(w * 8))
