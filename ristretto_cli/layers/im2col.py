@@ -116,10 +116,14 @@ def window_view(xpad, kernel, stride, dilation, out_spatial, xp):
     return as_strided(xp, xpad, shape, strides)
 
 
-def im2col(x, geom: ConvGeometry, out_spatial, xp, out=None):
-    """Contiguous (N, C, *kernel, *out) columns of ``x`` (N, C, *S), zero padding."""
+def im2col(x, geom: ConvGeometry, out_spatial, xp, out=None, batch_inner=False):
+    """Contiguous (N, C, *kernel, *out) columns of ``x`` (N, C, *S), zero padding;
+    with ``batch_inner`` the layout is (C, *kernel, N, *out)."""
     xpad = pad_spatial(x, geom.pad, xp)
     view = window_view(xpad, geom.kernel, geom.stride, geom.dilation, out_spatial, xp)
+    if batch_inner:
+        nd = geom.ndim
+        view = view.transpose((1,) + tuple(range(2, 2 + nd)) + (0,) + tuple(range(2 + nd, 2 + 2 * nd)))
     if out is None:
         return xp.ascontiguousarray(view)
     out = out.reshape(view.shape)
@@ -147,12 +151,14 @@ def col2im(col, geom: ConvGeometry, in_spatial, xp):
 
 # -- column plans ----------------------------------------------------------------
 class ColumnPlan:
-    """How a chunk of inputs (nb, C, *S) becomes columns (nb, C, K, P) and back.
+    """How a chunk of ``nb`` inputs (nb, C, *S) becomes columns (C, K, nb, P) and back.
 
-    ``pointwise`` (1x1 kernel, no pad): the (strided) input itself; ``general``:
-    :func:`im2col` / :func:`col2im` on strided window views. (A phase-split
-    "full-width" layout with long contiguous copies was tried and measured slower:
-    once the batch is chunked, the copy is a few percent of the product.)
+    The batch sits inside the columns, so one product per group covers the whole
+    chunk: ``W_g (Og, Cg*K) @ col_g (Cg*K, nb*P)``; for small images that is one
+    large BLAS call instead of nb small ones. ``pointwise`` (1x1 kernel, no pad)
+    uses the (strided) input itself; ``general`` uses :func:`im2col` / :func:`col2im`.
+    (A phase-split "full-width" layout with long contiguous copies was tried and
+    measured slower: once the batch is chunked, the copy is a few percent of the product.)
     """
 
     def __init__(self, geom: ConvGeometry, in_spatial, out_spatial):
@@ -167,29 +173,37 @@ class ColumnPlan:
                                                   for s, n in zip(self.geom.stride, self.out_spatial))
 
     def columns(self, x, xp, buf=None):
-        """(nb, C, K, P) columns of the chunk ``x`` (nb, C, *S)."""
+        """(C, K, nb, P) columns of the chunk ``x`` (nb, C, *S)."""
         nb, c = x.shape[:2]
         g = self.geom
+        shape = (c, g.kernel_count, nb, self.pc)
         if self.mode == "pointwise":
             if any(s != 1 for s in g.stride):
                 x = x[self._subsample()]
-            return xp.ascontiguousarray(x).reshape(nb, c, 1, self.pc)
-        shape = (nb, c, g.kernel_count, self.pc)
-        col = None if buf is None else buf[:nb]
-        return im2col(x, g, self.out_spatial, xp, out=col).reshape(shape)
+            x = x.reshape(nb, c, self.pc) if nb == 1 else x
+            if nb == 1:
+                return xp.ascontiguousarray(x).reshape(shape)
+            out = xp.empty(shape, dtype=x.dtype) if buf is None else buf[: math.prod(shape)].reshape(shape)
+            out.reshape((c, nb) + self.out_spatial)[...] = x.swapaxes(0, 1)
+            return out
+        col = None if buf is None else buf[: math.prod(shape)]
+        return im2col(x, g, self.out_spatial, xp, out=col, batch_inner=True).reshape(shape)
 
     def uncolumns(self, dcol, xp):
-        """Adjoint of :meth:`columns`: (nb, C, K, P) -> (nb, C, *S)."""
-        nb, c = dcol.shape[:2]
+        """Adjoint of :meth:`columns`: (C, K, nb, P) -> (nb, C, *S)."""
+        c, _, nb = dcol.shape[:3]
         g = self.geom
         if self.mode == "pointwise":
-            src = dcol.reshape((nb, c) + self.out_spatial)
+            src = dcol.reshape((c, nb) + self.out_spatial).swapaxes(0, 1)
             if all(s == 1 for s in g.stride):
-                return src
+                return xp.ascontiguousarray(src)
             dx = xp.zeros((nb, c) + self.in_spatial, dtype=dcol.dtype)
             dx[self._subsample()] = src
             return dx
-        return col2im(dcol.reshape((nb, c) + tuple(g.kernel) + self.out_spatial), g, self.in_spatial, xp)
+        nd = g.ndim
+        view = dcol.reshape((c,) + tuple(g.kernel) + (nb,) + self.out_spatial)
+        view = view.transpose((1 + nd, 0) + tuple(range(1, 1 + nd)) + tuple(range(2 + nd, 2 + 2 * nd)))
+        return col2im(view, g, self.in_spatial, xp)
 
 
 # -- convolution primitives ----------------------------------------------------------
@@ -197,22 +211,30 @@ def _as(a, dtype):
     return a if a.dtype == dtype else a.astype(dtype)
 
 
-def _setup(x_like, w, geom, groups, plan, xp, dtype):
-    n, c = x_like.shape[:2]
-    cgk = (c // groups) * geom.kernel_count
+def _plan_chunks(n, c, geom, plan, dtype, xp):
     chunks = batch_chunks(n, c * geom.kernel_count * plan.pc * dtype.itemsize, chunk_budget(xp))
     nb = chunks[0][1] - chunks[0][0]
-    buf = None if plan.mode == "pointwise" else xp.empty((nb, c * geom.kernel_count * plan.pc), dtype=x_like.dtype)
-    wm = xp.ascontiguousarray(w.reshape(groups, w.shape[0] // groups, cgk), dtype=dtype)
-    return chunks, buf, wm, cgk
+    return chunks, nb
 
 
-def _accumulate_weight_grad(dw, dyc, col, xp):
-    """dw[g] += sum_n dyc[n, g] @ col[n, g]^T."""
-    if dyc.shape[0] == 1:
-        dw += xp.matmul(dyc[0], col[0].transpose(0, 2, 1))
-    else:
-        dw += xp.matmul(dyc, col.transpose(0, 1, 3, 2)).sum(axis=0)
+def _grouped(w, groups, dtype, xp):
+    """w (O, C/G, *k) as a contiguous (G, O/G, C/G*K) stack in ``dtype``."""
+    return xp.ascontiguousarray(w.reshape(groups, w.shape[0] // groups, -1), dtype=dtype)
+
+
+def _to_wide(a, groups, xp):
+    """(nb, O, *sp) -> (G, O/G, nb*P): the batch moved inside (a view when nb == 1)."""
+    nb, o = a.shape[:2]
+    a = a.reshape(nb, o, -1)
+    if nb > 1:
+        a = xp.ascontiguousarray(a.transpose(1, 0, 2))
+    return a.reshape(groups, o // groups, -1)
+
+
+def _from_wide(yw, out, xp):
+    """(G, O/G, nb*P) product -> ``out`` (nb, O, *sp), written in place."""
+    nb, o = out.shape[:2]
+    out.reshape(nb, o, -1)[...] = yw.reshape(o, nb, -1).transpose(1, 0, 2)
 
 
 def convolution(x, w, geom: ConvGeometry, groups: int, xp):
@@ -222,35 +244,44 @@ def convolution(x, w, geom: ConvGeometry, groups: int, xp):
     """
     out_spatial = geom.output_shape(x.shape[2:])
     plan = ColumnPlan(geom, x.shape[2:], out_spatial)
-    n, o = x.shape[0], w.shape[0]
+    n, c, o = x.shape[0], x.shape[1], w.shape[0]
     dtype = xp.result_type(x.dtype, w.dtype)
-    chunks, buf, wm, cgk = _setup(x, w, geom, groups, plan, xp, dtype)
+    chunks, nb = _plan_chunks(n, c, geom, plan, dtype, xp)
+    buf = xp.empty(c * geom.kernel_count * nb * plan.pc, dtype=x.dtype)
+    wm = _grouped(w, groups, dtype, xp)
     y = xp.empty((n, o) + out_spatial, dtype=dtype)
-    y4 = y.reshape(n, groups, o // groups, -1)
     for n0, n1 in chunks:
-        nb = n1 - n0
-        col = _as(plan.columns(x[n0:n1], xp, buf), dtype).reshape(nb, groups, cgk, plan.pc)
-        xp.matmul(wm, col, out=y4[n0:n1])
+        col = _as(plan.columns(x[n0:n1], xp, buf), dtype).reshape(groups, wm.shape[2], -1)
+        if n1 - n0 == 1:
+            xp.matmul(wm, col, out=y[n0].reshape(wm.shape[:2] + (-1,)))
+        else:
+            _from_wide(xp.matmul(wm, col), y[n0:n1], xp)
     return y
+
+
+def _weight_grad(dw, dyw, col, xp):
+    """dw (G, Og, Cg*K) += dyw (G, Og, nb*P) @ col (G, Cg*K, nb*P)^T."""
+    dw += xp.matmul(dyw, col.transpose(0, 2, 1))
 
 
 def convolution_grad(x, dy, w, geom: ConvGeometry, groups: int, xp, need_dx=True, need_dw=True):
     """Gradients of :func:`convolution`: (dx or None, dw or None) for output gradient ``dy``."""
     plan = ColumnPlan(geom, x.shape[2:], dy.shape[2:])
-    n, o = x.shape[0], w.shape[0]
+    n, c = x.shape[:2]
     dtype = xp.result_type(x.dtype, w.dtype, dy.dtype)
-    chunks, buf, wm, cgk = _setup(x, w, geom, groups, plan, xp, dtype)
+    chunks, nb = _plan_chunks(n, c, geom, plan, dtype, xp)
+    buf = xp.empty(c * geom.kernel_count * nb * plan.pc, dtype=x.dtype) if need_dw else None
+    wm = _grouped(w, groups, dtype, xp)
     w_t = wm.transpose(0, 2, 1)
     dx = xp.empty(x.shape, dtype=dtype) if need_dx else None
     dw = xp.zeros(wm.shape, dtype=dtype) if need_dw else None
     for n0, n1 in chunks:
-        nb = n1 - n0
-        dyc = _as(dy[n0:n1], dtype).reshape(nb, groups, o // groups, plan.pc)
+        dyw = _to_wide(_as(dy[n0:n1], dtype), groups, xp)
         if need_dw:
-            col = _as(plan.columns(x[n0:n1], xp, buf), dtype).reshape(nb, groups, cgk, plan.pc)
-            _accumulate_weight_grad(dw, dyc, col, xp)
+            col = _as(plan.columns(x[n0:n1], xp, buf), dtype).reshape(groups, wm.shape[2], -1)
+            _weight_grad(dw, dyw, col, xp)
         if need_dx:
-            dcol = xp.matmul(w_t, dyc).reshape(nb, x.shape[1], geom.kernel_count, plan.pc)
+            dcol = xp.matmul(w_t, dyw).reshape(c, geom.kernel_count, n1 - n0, plan.pc)
             dx[n0:n1] = plan.uncolumns(dcol, xp)
     return dx, (dw.reshape(w.shape) if need_dw else None)
 
@@ -261,15 +292,16 @@ def convolution_transpose(y, w, geom: ConvGeometry, groups: int, out_spatial, xp
     ``y`` (N, O, *S_in) with ``w`` (O, C/groups, *kernel) -> (N, C, *out_spatial).
     """
     plan = ColumnPlan(geom, out_spatial, y.shape[2:])
-    n, o = y.shape[:2]
+    n = y.shape[0]
     c = w.shape[1] * groups
     dtype = xp.result_type(y.dtype, w.dtype)
-    w_t = xp.ascontiguousarray(w.reshape(groups, o // groups, -1), dtype=dtype).transpose(0, 2, 1)
+    chunks, _ = _plan_chunks(n, c, geom, plan, dtype, xp)
+    w_t = _grouped(w, groups, dtype, xp).transpose(0, 2, 1)
     x = xp.empty((n, c) + tuple(out_spatial), dtype=dtype)
-    for n0, n1 in batch_chunks(n, c * geom.kernel_count * plan.pc * dtype.itemsize, chunk_budget(xp)):
-        nb = n1 - n0
-        yc = _as(y[n0:n1], dtype).reshape(nb, groups, o // groups, plan.pc)
-        x[n0:n1] = plan.uncolumns(xp.matmul(w_t, yc).reshape(nb, c, geom.kernel_count, plan.pc), xp)
+    for n0, n1 in chunks:
+        yw = _to_wide(_as(y[n0:n1], dtype), groups, xp)
+        dcol = xp.matmul(w_t, yw).reshape(c, geom.kernel_count, n1 - n0, plan.pc)
+        x[n0:n1] = plan.uncolumns(dcol, xp)
     return x
 
 
@@ -280,17 +312,17 @@ def convolution_transpose_grad(y, dx, w, geom: ConvGeometry, groups: int, xp, ne
     weight gradient with input ``dx`` and output gradient ``y``. One im2col serves both.
     """
     plan = ColumnPlan(geom, dx.shape[2:], y.shape[2:])
-    n, o = y.shape[:2]
+    n, c = dx.shape[:2]
     dtype = xp.result_type(y.dtype, w.dtype, dx.dtype)
-    chunks, buf, wm, cgk = _setup(dx, w, geom, groups, plan, xp, dtype)
+    chunks, nb = _plan_chunks(n, c, geom, plan, dtype, xp)
+    buf = xp.empty(c * geom.kernel_count * nb * plan.pc, dtype=dx.dtype)
+    wm = _grouped(w, groups, dtype, xp)
     dy = xp.empty(y.shape, dtype=dtype) if need_dy else None
     dw = xp.zeros(wm.shape, dtype=dtype) if need_dw else None
     for n0, n1 in chunks:
-        nb = n1 - n0
-        col = _as(plan.columns(dx[n0:n1], xp, buf), dtype).reshape(nb, groups, cgk, plan.pc)
+        col = _as(plan.columns(dx[n0:n1], xp, buf), dtype).reshape(groups, wm.shape[2], -1)
         if need_dy:
-            xp.matmul(wm, col, out=dy.reshape(n, groups, o // groups, plan.pc)[n0:n1])
+            _from_wide(xp.matmul(wm, col), dy[n0:n1], xp)
         if need_dw:
-            yc = _as(y[n0:n1], dtype).reshape(nb, groups, o // groups, plan.pc)
-            _accumulate_weight_grad(dw, yc, col, xp)
+            _weight_grad(dw, _to_wide(_as(y[n0:n1], dtype), groups, xp), col, xp)
     return dy, (dw.reshape(w.shape) if need_dw else None)
