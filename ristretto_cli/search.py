@@ -128,13 +128,15 @@ def quantize(model: str, weights: str | None, model_quantized: str, trimming_mod
              gpu: int | None = None, score_blob: str | None = None, report: str | None = None,
              seed: int | None = None, widths=None, exp_min: int = -8, exp_max: int = -1,
              activation_bits: int = 8, cache_bytes: int = DEFAULT_CACHE_BYTES, show: bool = True,
-             backend=None) -> QuantizeOutcome:
+             backend=None, threads: int | None = None) -> QuantizeOutcome:
     """Search word widths for ``model`` + ``weights`` and write ``model_quantized``.
 
     ``widths`` replaces the widths tried per category (dynamic fixed point:
     16, 8, 4, 2, 1; minifloat: 16, 8, ... while a mantissa bit is left);
     ``exp_min`` / ``exp_max`` / ``activation_bits`` set the power-of-two mode.
     The defaults are the original's. ``show`` prints progress and the summary.
+    ``threads`` scores batches in parallel (None: one per core on the CPU); the
+    scores do not depend on it.
     """
     from . import ui
     from .backend import get_backend
@@ -165,7 +167,7 @@ def quantize(model: str, weights: str | None, model_quantized: str, trimming_mod
         total = iterations + STAT_BATCHES + planned * iterations
         with (ui.progress("quantize", total) if show else _no_progress()) as advance:
             runner = CandidateRunner(param, float_net, iterations, score_blob, cache_bytes=cache_bytes,
-                                     on_batch=lambda info: advance(1, info))
+                                     on_batch=lambda info: advance(1, info), workers=threads)
             baseline = runner.run_baseline(_start_layers(param, trimming_mode))
             _close_data(float_net)  # before the TRAIN net opens its data (an LMDB may serve both phases)
             train_net = _train_net(param, model, weights, float_net)
@@ -186,6 +188,10 @@ def quantize(model: str, weights: str | None, model_quantized: str, trimming_mod
                                                            widths or DFP_WIDTHS, skipped)
             elif trimming_mode == MINIFLOAT:
                 exp_bits = observe.minifloat_exp_bits(ranges)
+                for w in widths or ():
+                    if w - 1 - exp_bits > 23:
+                        raise RistrettoError(f"--widths: a {w}-bit minifloat with {exp_bits} exponent bits needs "
+                                             f"{w - 1 - exp_bits} mantissa bits; float32 has 23")
                 result = choose.search_minifloat(runner.evaluate, baseline, error_margin, exp_bits, widths,
                                                  skipped)
             else:
@@ -201,12 +207,13 @@ def quantize(model: str, weights: str | None, model_quantized: str, trimming_mod
     wall = time.perf_counter() - t_start
     settings = {"model": model, "weights": weights, "model_quantized": model_quantized,
                 "trimming_mode": trimming_mode, "iterations": iterations, "error_margin": float(error_margin),
-                "score_blob": score_blob, "statistics_batches": STAT_BATCHES, "backend": repr(backend)}
+                "score_blob": score_blob, "statistics_batches": STAT_BATCHES, "backend": repr(backend),
+                "threads": runner.workers}
     data = report_json(settings=settings, result=result, ranges=ranges, lengths=lengths,
                        evaluations=runner.evaluations, baseline_eval=runner.baseline_evaluation, memory=memory,
                        counters=runner.counters, wall_s=wall, exp_bits=exp_bits, cached=runner.cached)
     if show:
-        print_summary(result, memory)
+        print_summary(result, memory, console=ui.err if report == "-" else ui.out)
         ui.log(f"wrote {model_quantized}; layer forwards {runner.counters.layer_forwards:,} "
                f"(the original procedure: {runner.counters.original_layer_forwards:,}); {wall:.1f} s. "
                f"Please fine-tune.")
@@ -282,7 +289,7 @@ def make_lenet_workdir(workdir: str, train_records: int | None = 640, test_recor
 
 
 def bench_lenet(iterations: int = 100, trimming_mode: str = DYNAMIC_FIXED_POINT, workdir: str | None = None,
-                gpu: int | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES) -> dict:
+                gpu: int | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES, threads: int | None = None) -> dict:
     """Quantize LeNet (trained weights from ../shared) on MNIST t10k and time it.
 
     Returns {wall_s, layer_forwards, original_layer_forwards, choices, baseline,
@@ -296,11 +303,12 @@ def bench_lenet(iterations: int = 100, trimming_mode: str = DYNAMIC_FIXED_POINT,
         out = os.path.join(wd, "lenet_quantized.prototxt")
         t0 = time.perf_counter()
         outcome = quantize(model, weights, out, trimming_mode, iterations=iterations, gpu=gpu,
-                           cache_bytes=cache_bytes, show=False)
+                           cache_bytes=cache_bytes, show=False, threads=threads)
         wall = time.perf_counter() - t0
     rep = outcome.report
     return {"wall_s": wall, "layer_forwards": rep["layer_forwards"],
             "original_layer_forwards": rep["original_layer_forwards"], "choices": rep["chosen"],
             "baseline": rep["baseline"], "final_score": rep["final"]["score"],
             "candidates": [(c["category"], c["bit_width"], c["score"]) for c in rep["candidates"]],
-            "iterations": iterations, "trimming_mode": trimming_mode}
+            "iterations": iterations, "trimming_mode": trimming_mode, "threads": rep["threads"],
+            "batch_cache": rep["batch_cache"]}

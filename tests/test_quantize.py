@@ -346,16 +346,19 @@ def test_tiny_cache_and_reread_agree(tiny):
 
     model, weights, d = tiny
     runs = {}
-    for cache in (2 << 30, 0):
-        runs[cache] = quantize(model, weights, str(d / f"q{cache}.prototxt"), "minifloat", iterations=TINY_BATCHES,
-                               show=False, cache_bytes=cache).report
-    a, b = runs[2 << 30], runs[0]
-    assert a["batch_cache"] and not b["batch_cache"]
-    assert [(c["bit_width"], c["score"]) for c in a["candidates"]] == [(c["bit_width"], c["score"])
-                                                                     for c in b["candidates"]]
-    assert a["chosen"] == b["chosen"] and a["original_layer_forwards"] == b["original_layer_forwards"]
+    for cache, threads in ((2 << 30, 2), (2 << 30, 1), (0, 1)):
+        runs[cache, threads] = quantize(model, weights, str(d / f"q{cache}_{threads}.prototxt"), "minifloat",
+                                        iterations=TINY_BATCHES, show=False, cache_bytes=cache,
+                                        threads=threads).report
+    a, b = runs[2 << 30, 2], runs[0, 1]
+    assert a["batch_cache"] and not b["batch_cache"] and a["threads"] == 2
+    for other in (runs[2 << 30, 1], b):
+        assert [e["batches"] for e in a["evaluations"]] == [e["batches"] for e in other["evaluations"]]
+        assert [(c["bit_width"], c["score"]) for c in a["candidates"]] == \
+            [(c["bit_width"], c["score"]) for c in other["candidates"]]
+        assert a["chosen"] == other["chosen"] and a["original_layer_forwards"] == other["original_layer_forwards"]
     assert a["layer_forwards"] < b["layer_forwards"]
-    assert (d / f"q{2 << 30}.prototxt").read_text() == (d / "q0.prototxt").read_text()
+    assert (d / f"q{2 << 30}_2.prototxt").read_text() == (d / "q0_1.prototxt").read_text()
 
 
 # --------------------------------------------------------------------------- bad input

@@ -32,9 +32,11 @@ from .options import gpu_option, model_option, seed_option
               help="Power-of-two mode: dynamic fixed point width of layer inputs and outputs.")
 @click.option("--cache-mb", "cache_mb", type=click.IntRange(min=0), default=2048, show_default=True,
               help="Memory for batches kept between candidates; beyond it every candidate re-reads the data.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Batches scored side by side (0: one per core on the CPU); scores do not depend on it.")
 @seed_option
 def quantize(model, weights, model_quantized, trimming_mode, iterations, error_margin, gpu, score_blob, report,
-             widths, exp_min, exp_max, activation_bits, cache_mb, seed):
+             widths, exp_min, exp_max, activation_bits, cache_mb, threads, seed):
     """Find the smallest bit widths that keep the score within the error margin and
     write the quantized net (then fine-tune it)."""
     from ..search import parse_widths, quantize as run_quantize
@@ -42,7 +44,7 @@ def quantize(model, weights, model_quantized, trimming_mode, iterations, error_m
     run_quantize(model, weights, model_quantized, trimming_mode, iterations=iterations, error_margin=error_margin,
                  gpu=gpu, score_blob=score_blob, report=report, seed=seed, widths=parse_widths(widths),
                  exp_min=exp_min, exp_max=exp_max, activation_bits=activation_bits,
-                 cache_bytes=int(cache_mb) << 20)
+                 cache_bytes=int(cache_mb) << 20, threads=threads or None)
 
 
 COMMANDS = [quantize]

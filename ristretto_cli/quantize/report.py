@@ -83,13 +83,13 @@ def summary_tables(result: SearchResult) -> list[tuple[str, list[str], list[list
     return [scores, (f"Quantized net ({MODE_TITLES.get(mode, mode)})", ["", "chosen"], chosen)]
 
 
-def print_summary(result: SearchResult, memory: dict | None = None) -> None:
+def print_summary(result: SearchResult, memory: dict | None = None, console=None) -> None:
     from .. import ui
 
     for title, columns, rows in summary_tables(result):
         if memory is not None and title.startswith("Quantized net"):
             rows = rows + [["parameter memory", f"{memory['bits_before']:,} -> {memory['bits_after']:,} bits"]]
-        ui.table(title, columns, rows)
+        ui.table(title, columns, rows, console=console or ui.out)
 
 
 def report_json(*, settings: dict, result: SearchResult, ranges, lengths, evaluations, baseline_eval,

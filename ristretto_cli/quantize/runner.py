@@ -19,14 +19,21 @@ summed in float32 and divided by the number of batches in float32.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from ..errors import RistrettoError
+from ..layers.base import TEST
 from ..net import Net
+from ..net.graph import filter_net
+from ..proto import caffe_pb2
 from .rewrite import Candidate, changed_layers, rewrite_net
 
 
@@ -78,8 +85,10 @@ class CandidateRunner:
     """
 
     def __init__(self, param, float_net: Net, iterations: int, score_blob: str, lengths=None,
-                 cache_bytes: int = 2 << 30, on_batch: Callable[[str], None] | None = None):
+                 cache_bytes: int = 2 << 30, on_batch: Callable[[str], None] | None = None,
+                 workers: int | None = None):
         self.param = param
+        self.workers = default_workers(float_net.backend) if workers is None else max(1, int(workers))
         self.float_net = float_net
         self.backend = float_net.backend
         self.xp = float_net.xp
@@ -183,45 +192,72 @@ class CandidateRunner:
             raise RistrettoError(f"score blob '{self.score_blob}' has no value after the forward pass") from None
 
     # -- candidates -------------------------------------------------------------
-    def build(self, candidate: Candidate) -> Net:
-        """The candidate's TEST net, sharing the float net's weight arrays."""
-        cparam = rewrite_net(self.param, candidate, self.lengths)
-        net = Net(cparam, phase="TEST", backend=self.backend, source=self.float_net.source)
+    def _test_param(self, cparam):
+        st = self.param.state
+        return filter_net(cparam, TEST, st.level, tuple(st.stage))
+
+    def build(self, candidate: Candidate, fed_inputs: bool = False) -> Net:
+        """The candidate's TEST net, sharing the float net's weight arrays.
+
+        ``fed_inputs``: layers without bottoms become Input layers of the same shapes
+        (the cached path feeds them anyway), so no data source is opened.
+        """
+        tparam = self._test_param(rewrite_net(self.param, candidate, self.lengths))
+        if fed_inputs:
+            tparam = _inputs_instead_of_data(tparam, self.float_net.blob_shapes)
+        net = Net(tparam, phase="TEST", backend=self.backend, source=self.float_net.source)
         net.share_weights_from(self.float_net)
         return net
 
     def evaluate(self, candidate: Candidate) -> float:
-        """Score ``candidate`` on the batches (memoized on the net it builds)."""
+        """Score ``candidate`` on the batches (memoized on the TEST net it describes)."""
         if self.baseline is None:
             raise RuntimeError("run_baseline first")
         t0 = time.perf_counter()
-        net = self.build(candidate)
-        try:
-            return self._evaluate(candidate, net, t0)
-        finally:
-            _close_data_layers(net)
-
-    def _evaluate(self, candidate: Candidate, net: Net, t0: float) -> float:
-        n = len(net.layers)
+        n = len(self.float_net.layers)
         self.counters.candidates += 1
         self.counters.original_layer_forwards += n * self.iterations
-        key = net.param.SerializeToString(deterministic=True)
-        if key in self._memo:
-            prev = self._memo[key]
-            self.counters.reused += 1
-            ev = Evaluation(candidate, prev.score, None, 0, list(prev.batches), time.perf_counter() - t0)
-            for _ in range(self.iterations):
-                self.on_batch(candidate.label() + " (same net as scored before)")
-            self.evaluations.append(ev)
-            return ev.score
+        label = candidate.label()
+        key = self._test_param(rewrite_net(self.param, candidate, self.lengths)).SerializeToString(
+            deterministic=True)
+        prev = self._memo.get(key)
         k = self.start_index(changed_layers(self.param, candidate))
-        if k is None or k >= self.end:
-            k = n  # nothing that reaches the score differs from the float net
-        values, forwards = [], 0
-        if self.cached and k in self._snapshots:
-            end = max(self.end, k)
-            run = [i for i in range(k, end) if net.bottom_names[i]]  # data layers are fed
-            for b in range(self.iterations):
+        if prev is None and (k is None or k >= self.end):
+            prev = self.baseline_evaluation  # nothing that reaches the score differs from the float net
+        if prev is not None:
+            self.counters.reused += 1
+            for _ in range(self.iterations):
+                self.on_batch(label + " (same net as scored before)")
+            ev = Evaluation(candidate, prev.score, None, 0, list(prev.batches), time.perf_counter() - t0)
+        else:
+            if self.cached and k in self._snapshots:
+                values, forwards = self._run_cached(candidate, k, label)
+                start_name = self.float_net.layer_names[k]
+            else:
+                values, forwards = self._run_reread(candidate, label)
+                start_name = self.float_net.layer_names[0]
+            self.counters.layer_forwards += forwards
+            ev = Evaluation(candidate, mean_score(values), start_name, forwards, [float(v) for v in values],
+                            time.perf_counter() - t0)
+            self._memo[key] = ev
+        self.evaluations.append(ev)
+        return ev.score
+
+    def _run_cached(self, candidate: Candidate, k: int, label: str):
+        """Every batch from layer k on, on ``self.workers`` nets in parallel threads."""
+        workers = max(1, min(self.workers, self.iterations))
+        nets = [self.build(candidate, fed_inputs=True) for _ in range(workers)]
+        _trim_weights_once(nets)
+        end = max(self.end, k)
+        run = sum(1 for i in range(k, end) if nets[0].bottom_names[i])  # data layers are fed
+        values: list = [None] * self.iterations
+        stop = threading.Event()
+
+        def work(w: int) -> None:
+            net = nets[w]
+            for b in range(w, self.iterations, workers):
+                if stop.is_set():
+                    return
                 # Fresh copies every time: the candidate trims some of them in place.
                 net.blobs = _copy_blobs(self._snapshots[k][b], None, self.xp)
                 feeds = {}
@@ -229,34 +265,107 @@ class CandidateRunner:
                     if i >= k:
                         feeds.update(_copy_blobs(tops, None, self.xp))
                 net.forward(feeds, start=k, end=end, keep_for_backward=False)
-                values.append(first_element(self._blob(net), self.backend))
-                forwards += len(run)
-                self.on_batch(candidate.label())
-            start_name = net.layer_names[k] if k < n else None
-        elif k >= n:
-            values = [np.float32(v) for v in self.baseline_evaluation.batches]
-            start_name = None
-            for _ in range(self.iterations):
-                self.on_batch(candidate.label())
+                values[b] = first_element(self._blob(net), self.backend)
+                self.on_batch(label)
+
+        if workers == 1:
+            work(0)
         else:
-            # Re-read: the new net's data layers start at their first record, like the original.
+            with _one_blas_thread(), ThreadPoolExecutor(workers) as pool:
+                futures = [pool.submit(work, w) for w in range(workers)]
+                try:
+                    for f in futures:
+                        f.result()
+                except BaseException:  # an error or Ctrl-C: let the other threads stop soon
+                    stop.set()
+                    raise
+        return values, run * self.iterations
+
+    def _run_reread(self, candidate: Candidate, label: str):
+        """The original's way: a fresh net reads its data layers from the first record."""
+        net = self.build(candidate)
+        try:
+            _trim_weights_once([net])
+            values = []
             for b in range(self.iterations):
                 net.forward(end=self.end, keep_for_backward=False)
                 values.append(first_element(self._blob(net), self.backend))
-                forwards += self.end
-                self.on_batch(candidate.label())
-            start_name = net.layer_names[0]
-        self.counters.layer_forwards += forwards
-        ev = Evaluation(candidate, mean_score(values), start_name, forwards, [float(v) for v in values],
-                        time.perf_counter() - t0)
-        self._memo[key] = ev
-        self.evaluations.append(ev)
-        return ev.score
+                self.on_batch(label)
+        finally:
+            _close_data_layers(net)
+        return values, self.end * self.iterations
 
     def count_stats(self, net: Net, batches: int) -> None:
         """Account for the statistics pass (the same in both procedures)."""
         self.counters.layer_forwards += len(net.layers) * batches
         self.counters.original_layer_forwards += len(net.layers) * batches
+
+
+def default_workers(backend) -> int:
+    """Threads that score batches side by side: one per core (at most 4) on the CPU when
+    BLAS can be held to one thread meanwhile, else 1 (and always 1 on a GPU)."""
+    if backend.xp is not np or _threadpool_limits() is None:
+        return 1
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def _threadpool_limits():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """BLAS pools spinning on more threads than cores slow everything down badly; the
+    batch threads are the parallelism here."""
+    limits = _threadpool_limits()
+    if limits is None:
+        yield
+        return
+    with limits(limits=1, user_api="blas"):
+        yield
+
+
+def _inputs_instead_of_data(tparam, shapes: dict):
+    """``tparam`` with every bottomless layer turned into an Input layer of its tops' shapes."""
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(tparam)
+    for lp in out.layer:
+        if len(lp.bottom) or not len(lp.top) or any(t not in shapes for t in lp.top):
+            continue
+        keep = caffe_pb2.LayerParameter(name=lp.name, type="Input", top=list(lp.top))
+        keep.include.extend(lp.include)
+        keep.exclude.extend(lp.exclude)
+        for t in lp.top:
+            keep.input_param.shape.add().dim.extend(int(d) for d in shapes[t])
+        lp.CopyFrom(keep)
+    return out
+
+
+def _trim_weights_once(nets) -> None:
+    """Trim each Ristretto layer's weights once for all batches (TEST phase, deterministic
+    rounding): the weights do not change during the search, the per-batch trim would
+    redo the same work. Layers that lack this interface are left alone."""
+    from ..quant.rounding import Rounding
+
+    cache: dict[str, list] = {}
+    for net in nets:
+        for layer in net.layers:
+            make = getattr(type(layer), "quantized_blobs", None)
+            if make is None or layer.phase != TEST or not layer.blobs:
+                continue
+            try:
+                if layer.quant_config.rounding_scheme == Rounding.STOCHASTIC:
+                    continue
+            except Exception:  # pragma: no cover - an interface we do not know
+                continue
+            if layer.name not in cache:
+                cache[layer.name] = make(layer)
+            trimmed = cache[layer.name]
+            layer.quantized_blobs = lambda cfg=None, rounding=None, _q=trimmed: list(_q)
 
 
 def _copy_blobs(blobs: dict, names, xp) -> dict:
