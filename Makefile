@@ -6,7 +6,7 @@ install:
 	$(PYTHON) -m pip install -e '.[test]'
 
 test:
-	$(PYTHON) -m pytest -n 2 tests
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PYTHON) -m pytest -n 2 tests
 
 # Regenerate the protobuf module from the schema (tests fail when it is stale).
 proto:

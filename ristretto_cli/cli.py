@@ -14,19 +14,20 @@ _COMMAND_MODULES = ("run", "convert", "quantize", "finetune", "demo")
 
 
 class DashUnderscoreGroup(click.Group):
-    """Accept `--error_margin` as well as `--error-margin` and `--flag=value` forms."""
-
-    def parse_args(self, ctx, args):
-        return super().parse_args(ctx, args)
+    """Find `compute_mean` as well as `compute-mean`."""
 
     def get_command(self, ctx, name):
         return super().get_command(ctx, name.replace("_", "-")) or super().get_command(ctx, name)
 
 
 def normalize_flag_spelling(args: list[str]) -> list[str]:
-    """Rewrite `--some_flag[=v]` to `--some-flag[=v]`; values are untouched."""
+    """Rewrite `--some_flag[=v]` and Caffe's gflags form `-some_flag[=v]` to
+    `--some-flag[=v]`; values, one-letter options and negative numbers are untouched."""
     out = []
     for a in args:
+        if a.startswith("-") and not a.startswith("--") and len(a.partition("=")[0]) > 2 \
+                and a[1].isalpha():
+            a = "-" + a
         if a.startswith("--") and len(a) > 2:
             name, eq, value = a[2:].partition("=")
             a = "--" + name.replace("_", "-") + eq + value

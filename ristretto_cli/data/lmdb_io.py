@@ -17,6 +17,7 @@ Ctrl-C never leaves a partial database behind.
 from __future__ import annotations
 
 import os
+import threading
 import shutil
 import tempfile
 from pathlib import Path
@@ -142,6 +143,34 @@ def _open_readonly(path: Path):
         raise RistrettoError(f"{path}: cannot open LMDB ({exc})") from exc
 
 
+# The lmdb binding allows one environment per path and process, but a train and a
+# test net (or two data layers) may read the same database: readers share it.
+_ENVS: dict[str, list] = {}
+_ENVS_LOCK = threading.Lock()
+
+
+def _acquire_env(path: Path):
+    key = str(path.resolve())
+    with _ENVS_LOCK:
+        entry = _ENVS.get(key)
+        if entry is None:
+            entry = _ENVS[key] = [_open_readonly(path), 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def _release_env(path: Path) -> None:
+    key = str(path.resolve())
+    with _ENVS_LOCK:
+        entry = _ENVS.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            entry[0].close()
+            del _ENVS[key]
+
+
 class LMDBReader:
     """Read-only access to a Caffe LMDB: ``len()``, ordered iteration, wrap-around.
 
@@ -151,10 +180,10 @@ class LMDBReader:
 
     def __init__(self, path):
         self.path = Path(path)
-        self.env = _open_readonly(self.path)
+        self.env = _acquire_env(self.path)
         self.entries = int(self.env.stat()["entries"])
         if self.entries == 0:
-            self.env.close()
+            self.close()
             raise RistrettoError(f"LMDB is empty: {self.path}")
 
     def __len__(self) -> int:
@@ -162,7 +191,7 @@ class LMDBReader:
 
     def close(self) -> None:
         if self.env is not None:
-            self.env.close()
+            _release_env(self.path)
             self.env = None
 
     def __enter__(self):
