@@ -268,7 +268,8 @@ def lenet_with_sources(test_lmdb: str, train_lmdb: str) -> str:
     return text.replace("examples/mnist/mnist_test_lmdb", str(test_lmdb))
 
 
-def make_lenet_workdir(workdir: str, train_records: int | None = 640, test_records: int | None = None) -> tuple[str, str]:
+def make_lenet_workdir(workdir: str, train_records: int | None = 640,
+                       test_records: int | None = None) -> tuple[str, str]:
     """MNIST LMDBs (t10k for TEST, the first ``train_records`` training images for the
     statistics) and a LeNet prototxt that reads them. Returns (model, weights)."""
     from .data.converters import convert_mnist

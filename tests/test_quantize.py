@@ -228,9 +228,11 @@ def test_parameter_memory_bits():
 TINY = """
 name: "tiny"
 layer {{ name: "data" type: "Data" top: "data" top: "label" include {{ phase: TRAIN }}
-        transform_param {{ scale: 0.0625 mean_value: 7.5 }} data_param {{ source: "{db}" batch_size: 8 backend: LMDB }} }}
+        transform_param {{ scale: 0.0625 mean_value: 7.5 }}
+        data_param {{ source: "{db}" batch_size: 8 backend: LMDB }} }}
 layer {{ name: "data" type: "Data" top: "data" top: "label" include {{ phase: TEST }}
-        transform_param {{ scale: 0.0625 mean_value: 7.5 }} data_param {{ source: "{db}" batch_size: 8 backend: LMDB }} }}
+        transform_param {{ scale: 0.0625 mean_value: 7.5 }}
+        data_param {{ source: "{db}" batch_size: 8 backend: LMDB }} }}
 layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
         convolution_param {{ num_output: 8 kernel_size: 3 weight_filler {{ type: "gaussian" std: 0.6 }}
                             bias_filler {{ type: "gaussian" std: 0.05 }} }} }}

@@ -79,9 +79,10 @@ class CandidateRunner:
     """Scores the float net and candidates of it on ``iterations`` batches.
 
     ``param``: the NetParameter as read (both phases); ``float_net``: the TEST-phase
-    float net with its weights; ``start_layers``: names of layers some candidate may
-    rewrite first (snapshots are kept before each); ``on_batch(info)`` is called
-    after every batch for progress.
+    float net with its weights; ``lengths``: integer lengths by layer name (set
+    before the first candidate); ``on_batch(info)`` is called after every batch for
+    progress; ``workers``: threads that score batches side by side.
+    Call :meth:`run_baseline` first, then :meth:`evaluate` per candidate.
     """
 
     def __init__(self, param, float_net: Net, iterations: int, score_blob: str, lengths=None,
@@ -106,10 +107,6 @@ class CandidateRunner:
         self.baseline: float | None = None
         n = len(float_net.layers)
         self._index = {name: i for i, name in enumerate(float_net.layer_names)}
-        self._producer: dict[str, int] = {}
-        for i, tops in enumerate(float_net.top_names):
-            for t in tops:
-                self._producer.setdefault(t, i)
         self._bottomless = [i for i in range(n) if not float_net.bottom_names[i]]
         # Layers after the last one that writes the score blob cannot change the score.
         writers = [i for i, tops in enumerate(float_net.top_names) if score_blob in tops]
@@ -152,7 +149,8 @@ class CandidateRunner:
     def run_baseline(self, start_layers: list[str]) -> float:
         """Score the float net over the batches, keeping the snapshots when they fit."""
         net = self.float_net
-        starts = sorted({k for k in (self.start_index([s]) for s in start_layers) if k is not None and k < self.end})
+        starts = sorted({k for k in (self.start_index([s]) for s in start_layers)
+                         if k is not None and 0 < k < self.end})
         self.cached = bool(starts) and self._batch_bytes(starts) * self.iterations <= self.cache_bytes
         snap_after = {k - 1: k for k in starts} if self.cached else {}
         first = min(starts) if starts else None
@@ -179,8 +177,8 @@ class CandidateRunner:
         self.counters.layer_forwards += self.end * self.iterations
         self.counters.original_layer_forwards += n * self.iterations
         self.baseline = mean_score(values)
-        ev = Evaluation(Candidate("float"), self.baseline, net.layer_names[0] if n else None, self.end * self.iterations,
-                        [float(v) for v in values], time.perf_counter() - t0)
+        ev = Evaluation(Candidate("float"), self.baseline, net.layer_names[0] if n else None,
+                        self.end * self.iterations, [float(v) for v in values], time.perf_counter() - t0)
         self.baseline_evaluation = ev
         self._memo[net.param.SerializeToString(deterministic=True)] = ev
         return self.baseline
