@@ -100,7 +100,7 @@ def test_finetune_trains_snapshots_and_reports(setup, tmp_path, capsys):
     for it in (4, 8):
         for ext in (".caffemodel", ".solverstate", ".rngstate.json"):
             assert (tmp_path / "snap" / f"blobs_iter_{it}{ext}").exists()
-    assert "Iteration 4, Testing net (#0)" in err and "Test net output #1: accuracy = " in err
+    assert "Iteration 4, Testing net (#0)" in err and "Test net output #0: accuracy = " in err
     assert "lr = 0.1" in err and "lr = 0.05" in err  # step policy at iterations 0 and 4 (stepsize 3)
     assert re.search(r"Test score accuracy: best [0-9.]+ \(iteration \d+\), last [0-9.]+ \(iteration 8\)", out)
     assert f"Final weights: {tmp_path / 'snap' / 'blobs_iter_8.caffemodel'}" in out

@@ -85,12 +85,13 @@ class Net:
             self.top_names.append(tops)
         self.layer_names = [l.name for l in self.layers]
         self._by_name = {l.name: l for l in self.layers}
-        # Outputs are the blobs nothing reads after their last producer (Caffe's available blobs).
-        available: list[str] = []
+        # Outputs are the blobs nothing reads after their last producer, in name order
+        # like Caffe's std::set of available blobs ("first output" = first name).
+        available: set[str] = set()
         for bs, ts in zip(self.bottom_names, self.top_names):
-            available = [a for a in available if a not in bs]
-            available += [t for t in ts if t not in available]
-        self.outputs = available
+            available.difference_update(bs)
+            available.update(ts)
+        self.outputs = sorted(available)
         self.inputs = [t for i, ts in enumerate(self.top_names) if not self.bottom_names[i] for t in ts]
         self._share_named_params()
         self.blobs: dict = {}
