@@ -1,0 +1,53 @@
+"""The word-width search on LeNet / MNIST t10k (dynamic fixed point, 100 batches of 100
+per candidate, the trained V2 caffemodel from ../shared): wall time, and the layer
+forwards it ran next to those the original's procedure runs for the same choices
+(a full forward of every batch for every candidate). The original's wall time for this
+search, 184 s on 2 cores, is a reference figure from the issue, not measured here.
+
+    python -m benchmarks.quantize
+    python -m benchmarks.quantize --iterations 20 --mode minifloat
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from .common import emit, peak_rss_mb
+
+ORIGINAL_REFERENCE_S = 184.0  # dynamic fixed point, iterations 100, LeNet, 2 cores (from the issue)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--iterations", type=int, default=100)
+    ap.add_argument("--mode", default="dynamic_fixed_point")
+    args = ap.parse_args(argv)
+    from ristretto_cli.search import _shared_root, bench_lenet
+
+    root = _shared_root()
+    needed = [root / "data" / "mnist" / "t10k-images-idx3-ubyte.gz",
+              root / "data" / "mnist" / "train-images-idx3-ubyte.gz",
+              root / "data" / "caffemodels" / "lenet_v2" / "lenet_iter_10000.caffemodel",
+              root / "zoo" / "lenet" / "lenet_train_test.prototxt"]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        emit({"bench": "quantize_cpu", "net": "lenet", "skipped": f"{missing[0]} not present (../shared is optional)"})
+        return
+    load = round(os.getloadavg()[0], 2)
+    r = bench_lenet(iterations=args.iterations, trimming_mode=args.mode)
+    rec = {"bench": "quantize_cpu", "net": "lenet", "trimming_mode": r["trimming_mode"],
+           "iterations": r["iterations"], "wall_s": round(r["wall_s"], 2),
+           "layer_forwards": r["layer_forwards"], "original_layer_forwards": r["original_layer_forwards"],
+           "original_over_ours_layer_forwards": round(r["original_layer_forwards"] / max(1, r["layer_forwards"]), 2),
+           "choices": r["choices"], "baseline": r["baseline"], "final_score": r["final_score"],
+           "threads": r.get("threads"), "peak_rss_mb": round(peak_rss_mb(), 1), "load_avg_1m_at_start": load}
+    if args.mode == "dynamic_fixed_point" and args.iterations == 100:
+        rec["original_reference_s"] = ORIGINAL_REFERENCE_S
+        rec["original_reference_over_ours_wall"] = round(ORIGINAL_REFERENCE_S / r["wall_s"], 2)
+        rec["note"] = ("original_reference_s: the original Ristretto's wall time for this search quoted in the "
+                       "issue (2 cores), not measured here")
+    emit(rec)
+
+
+if __name__ == "__main__":
+    main()
