@@ -230,8 +230,9 @@ def _train_net(param, model, weights, float_net):
     try:
         train_net = Net(param, phase="TRAIN", backend=float_net.backend, source=model)
     except RistrettoError as exc:
+        detail = str(exc).removeprefix(f"{model}: ")  # Net already names the file
         raise RistrettoError(f"{model}: the TRAIN-phase net (the search measures value ranges on it) cannot be "
-                             f"built: {exc}") from None
+                             f"built: {detail}") from None
     train_net.share_weights_from(float_net)
     if any(l.blobs and l.name not in float_net.layer_names for l in train_net.layers):
         train_net.load_weights(weights)

@@ -52,6 +52,14 @@ class Net:
 
     def __init__(self, param, phase="TEST", backend: Backend | None = None, level: int | None = None,
                  stages=None, source: str = "<net>"):
+        try:
+            self._build(param, phase, backend, level, stages, source)
+        except RistrettoError as exc:  # a fault in the definition names the file it came from
+            if source in ("<net>", "") or str(exc).startswith(f"{source}:"):
+                raise
+            raise RistrettoError(f"{source}: {exc}") from None
+
+    def _build(self, param, phase, backend, level, stages, source) -> None:
         self.backend = backend or default_backend()
         self.xp = self.backend.xp
         self.phase = _phase(phase)
