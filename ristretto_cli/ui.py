@@ -9,7 +9,9 @@ import sys
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -32,12 +34,23 @@ def progress(description: str, total: int | None):
 
 
 def table(title: str, columns: list[str], rows: list[list], console: Console = out) -> None:
-    t = Table(title=title, title_justify="left")
+    """Print a table; names and values are plain text (no rich markup), and output that is
+    not a terminal gets the table's full width, so no cell is cut short with an ellipsis."""
+    t = Table(title=Text(title), title_justify="left")
     for i, c in enumerate(columns):
-        t.add_column(c, justify="left" if i == 0 else "right")
+        t.add_column(Text(c), justify="left" if i == 0 else "right")
     for r in rows:
-        t.add_row(*[fmt(v) for v in r])
-    console.print(t)
+        t.add_row(*[Text(fmt(v)) for v in r])
+    if console.is_terminal:
+        console.print(t)
+        return
+    needed = Measurement.get(console, console.options.update(width=1 << 16), t).maximum
+    saved = console.width
+    console.width = max(saved, needed)
+    try:
+        console.print(t)
+    finally:
+        console.width = saved
 
 
 def fmt(v) -> str:
@@ -47,7 +60,8 @@ def fmt(v) -> str:
 
 
 def log(message: str) -> None:
-    err.print(message)
+    """One status line on stderr, as written (no markup, not wrapped)."""
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def write_json(path: str, data) -> None:
