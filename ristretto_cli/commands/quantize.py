@@ -39,8 +39,13 @@ def quantize(model, weights, model_quantized, trimming_mode, iterations, error_m
              widths, exp_min, exp_max, activation_bits, cache_mb, threads, seed):
     """Find the smallest bit widths that keep the score within the error margin and
     write the quantized net (then fine-tune it)."""
+    from ..loading import check_output_path
     from ..search import parse_widths, quantize as run_quantize
 
+    # before the search, not after it: outputs must be writable and must not replace an input
+    check_output_path(model_quantized, [model, weights], "--model-quantized")
+    if report:
+        check_output_path(report, [model, weights, model_quantized], "--report")
     run_quantize(model, weights, model_quantized, trimming_mode, iterations=iterations, error_margin=error_margin,
                  gpu=gpu, score_blob=score_blob, report=report, seed=seed, widths=parse_widths(widths),
                  exp_min=exp_min, exp_max=exp_max, activation_bits=activation_bits,

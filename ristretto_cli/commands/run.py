@@ -1,16 +1,19 @@
 """Commands that run a net as it is: benchmark (test), forward, init, info, time."""
 from __future__ import annotations
 
+import io
 import time as _time
+import zipfile
 
 import click
 import numpy as np
 
 from .. import ui
 from ..backend import get_backend
+from ..caffe.atomic import atomic_write_bytes
 from ..errors import RistrettoError
 from ..evaluate import score
-from ..loading import load_net
+from ..loading import check_output_path, load_net, read_npy
 from .options import gpu_option, iterations_option, model_option, phase_option, seed_option, weights_option
 
 
@@ -23,6 +26,8 @@ from .options import gpu_option, iterations_option, model_option, phase_option, 
 @seed_option
 def benchmark(model, weights, iterations, gpu, json_out, seed):
     """Score a net on its data layer, like `caffe test`: every output per batch and on average."""
+    if json_out:
+        check_output_path(json_out, [model, weights or ""], "--json")
     net = load_net(model, weights, "TEST", get_backend(gpu, seed))
     with ui.progress("benchmark", iterations) as advance:
         def on_batch(i, values):
@@ -34,7 +39,11 @@ def benchmark(model, weights, iterations, gpu, json_out, seed):
     for name, mean in scores.means.items():
         w = scores.loss_weights.get(name)
         rows.append([name, mean, "" if not w else f"{w:g} x {mean:.6g} = {w * mean:.6g} loss"])
-    ui.table(f"{net.name or model}: mean over {iterations} batches", ["output", "value", "loss contribution"], rows)
+    console = ui.err if json_out == "-" else ui.out  # stdout holds nothing but the JSON then
+    ui.table(f"{net.name or model}: mean over {iterations} batches", ["output", "value", "loss contribution"], rows,
+             console=console)
+    if scores.loss_weights:
+        console.print(f"Loss: {scores.loss:.6g}", markup=False, highlight=False)
     if json_out:
         data = {"model": model, "weights": weights, **scores.to_json()}
         ui.write_json(json_out, data)
@@ -51,24 +60,57 @@ def benchmark(model, weights, iterations, gpu, json_out, seed):
 @seed_option
 def forward(model, weights, inputs, output, phase, gpu, seed):
     """One forward pass on given arrays; save every blob as it stands at the end."""
+    specs = [_parse_input(spec) for spec in inputs]
+    check_output_path(output, [model, weights or ""] + [path for _, path, _ in specs])
     backend = get_backend(gpu, seed)
-    feeds = {}
-    for spec in inputs:
-        blob, sep, path = spec.partition("=")
-        if not sep or not blob or not path:
-            raise RistrettoError(f"--input {spec!r}: expected BLOB=FILE.npy")
-        try:
-            feeds[blob] = np.load(path, allow_pickle=False).astype(np.float32, copy=False)
-        except (OSError, ValueError) as exc:
-            raise RistrettoError(f"{path}: cannot read as .npy ({exc})") from None
     net = load_net(model, weights, phase, backend)
+    feeds = _check_feeds(net, model, specs)
     net.forward({k: backend.asarray(v) for k, v in feeds.items()})
     arrays = {name: backend.to_numpy(arr) for name, arr in net.blobs.items()}
-    from ..caffe.atomic import atomic_writer
-
-    with atomic_writer(output) as fh:
-        np.savez(fh, **arrays)
+    atomic_write_bytes(output, npz_bytes(arrays))
     ui.log(f"wrote {len(arrays)} blobs to {output}")
+
+
+def _parse_input(spec: str) -> tuple[str, str, np.ndarray]:
+    blob, sep, path = spec.partition("=")
+    if not sep or not blob or not path:
+        raise RistrettoError(f"--input {spec!r}: expected BLOB=FILE.npy")
+    return blob, path, read_npy(path)
+
+
+def _check_feeds(net, model: str, specs) -> dict:
+    """The fed arrays by blob, after checking that each names an input blob of the net, has
+    its shape, and that no bottomless layer is fed only some of its tops."""
+    feeds = {}
+    for blob, path, array in specs:
+        where = f"--input {blob}={path}"
+        if blob in feeds:
+            raise RistrettoError(f"{where}: blob '{blob}' is given twice")
+        if blob not in net.inputs:
+            raise RistrettoError(f"{where}: {model} has no input blob '{blob}'; its inputs are "
+                                 f"{', '.join(net.inputs) or 'none'}")
+        expected = tuple(net.blob_shapes[blob])
+        if tuple(array.shape) != expected:
+            raise RistrettoError(f"{where}: shape {tuple(array.shape)} does not match the net's blob '{blob}' "
+                                 f"of shape {expected}")
+        feeds[blob] = array
+    for i, tops in enumerate(net.top_names):
+        fed = [t for t in tops if t in feeds]
+        if not net.bottom_names[i] and fed and len(fed) < len(tops):
+            missing = [t for t in tops if t not in feeds]
+            raise RistrettoError(f"--input: layer '{net.layer_names[i]}' makes {', '.join(tops)}; feed "
+                                 f"{', '.join(missing)} too (or none of them)")
+    return feeds
+
+
+def npz_bytes(arrays: dict) -> bytes:
+    """An uncompressed .npz archive of ``arrays`` (any blob name, also 'file'; no pickles)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, array in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
+    return buf.getvalue()
 
 
 @click.command("init")
@@ -85,6 +127,7 @@ def init(model, output, seed, filler, phase):
     from ..layers.fillers import fill
     from ..proto import caffe_pb2
 
+    check_output_path(output, [model])
     backend = get_backend(None, seed)
     net = load_net(model, None, phase, backend)
     if filler:
@@ -92,7 +135,11 @@ def init(model, output, seed, filler, phase):
         for layer in net.layers:
             for k, blob in enumerate(layer.blobs):
                 if blob.ndim >= 2:
-                    layer.blobs[k][...] = fill(fp, blob.shape, backend)
+                    try:
+                        layer.blobs[k][...] = fill(fp, blob.shape, backend)
+                    except RistrettoError as exc:
+                        raise RistrettoError(f"{model}: layer '{layer.name}' ({layer.type}) blob {k}: "
+                                             f"--filler {filler}: {exc}") from None
     write_caffemodel(output, net.to_proto(with_weights=True))
     ui.log(f"wrote {net.count_params():,} parameters of {sum(1 for l in net.layers if l.blobs)} layers to {output}")
 
@@ -116,7 +163,10 @@ def info(model, weights, phase):
         total_macs += macs
         rows.append([layer.name, layer.type, " ".join("x".join(map(str, s)) for s in tops), params, macs])
     rows.append(["total", "", "", total_params, total_macs])
-    ui.table(f"{net.name or model} ({phase})", ["layer", "type", "top shapes", "params", "MACs"], rows)
+    batch = net.blob_shapes[net.inputs[0]][0] if net.inputs and net.blob_shapes[net.inputs[0]] else 0
+    per_image = f", {total_macs / batch:,.0f} MACs per image" if batch else ""
+    ui.table(f"{net.name or model} ({phase}, batch {batch or '?'}{per_image})",
+             ["layer", "type", "top shapes", "params", "MACs"], rows)
 
 
 @click.command("time")
@@ -126,7 +176,7 @@ def info(model, weights, phase):
 @phase_option
 @gpu_option
 def time_cmd(model, weights, iterations, phase, gpu):
-    """Average forward (and, in TRAIN, backward) time per layer, like `caffe time`."""
+    """Average forward time per layer (in TRAIN also the whole backward pass), like `caffe time`."""
     backend = get_backend(gpu)
     net = load_net(model, weights, phase, backend)
     fwd = np.zeros(len(net.layers))
@@ -140,15 +190,26 @@ def time_cmd(model, weights, iterations, phase, gpu):
         fwd[i] += now - stamps["t"]
         stamps["t"] = now
 
+    train = phase.upper() == "TRAIN"
+    bwd = 0.0
     net.forward()  # warm-up
     with ui.progress("time", iterations) as advance:
         for _ in range(iterations):
             stamps["t"] = clock()
             net.forward(on_layer=on_layer)
+            if train:
+                net.zero_diffs()
+                t0 = clock()
+                net.backward()
+                sync()
+                bwd += clock() - t0
             advance()
     rows = [[l.name, l.type, 1000 * fwd[i] / iterations] for i, l in enumerate(net.layers)]
-    rows.append(["total", "", 1000 * fwd.sum() / iterations])
-    ui.table(f"{net.name or model}: forward ms per batch ({iterations} iterations)", ["layer", "type", "ms"], rows)
+    rows.append(["forward", "", 1000 * fwd.sum() / iterations])
+    if train:
+        rows.append(["backward", "", 1000 * bwd / iterations])
+        rows.append(["forward-backward", "", 1000 * (fwd.sum() + bwd) / iterations])
+    ui.table(f"{net.name or model}: ms per batch ({iterations} iterations)", ["layer", "type", "ms"], rows)
 
 
 benchmark_alias = click.Command("test", params=benchmark.params, callback=benchmark.callback,
