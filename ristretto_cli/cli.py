@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 
 import click
 
@@ -57,20 +58,37 @@ for _mod in _COMMAND_MODULES:
         cli.add_command(_cmd)
 
 
+def usage_error_line(exc: click.ClickException) -> str:
+    """One line for a click error: the command, what is wrong, where help is."""
+    ctx = getattr(exc, "ctx", None)
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    if ctx is None:
+        return f"ristretto: error: {message}; see 'ristretto --help'"
+    where = ctx.command_path.partition(" ")[2]
+    return f"ristretto: error: {where + ': ' if where else ''}{message}; see '{ctx.command_path} --help'"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = normalize_flag_spelling(list(sys.argv[1:] if argv is None else argv))
-    debug = "--debug" in args
+    # --debug works anywhere on the line (`ristretto info --debug ...` too).
+    cut = args.index("--") if "--" in args else len(args)
+    debug = "--debug" in args[:cut]
+    if debug:
+        args = ["--debug"] + [a for a in args[:cut] if a != "--debug"] + args[cut:]
     try:
         cli.main(args=args, prog_name="ristretto", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("ristretto: interrupted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
+    except click.exceptions.NoArgsIsHelpError as exc:
         exc.show()
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(usage_error_line(exc), err=True)
         sys.exit(2)
     except RistrettoError as exc:
         if debug:
-            raise
+            traceback.print_exc()
         click.echo(f"ristretto: error: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
