@@ -270,13 +270,15 @@ class Net:
             layer = self._by_name.get(name)
             if layer is None:
                 continue
-            self._assign(layer, entries)
+            self._assign(layer, entries, paths)
 
-    def _assign(self, layer: Layer, entries) -> None:
+    def _assign(self, layer: Layer, entries, paths=()) -> None:
         from ..caffe.weights import fit_blob
 
         if len(entries) != len(layer.blobs):
-            raise layer.error(f"weights file has {len(entries)} blobs, the layer has {len(layer.blobs)}")
+            where = entries[0][2] if entries else ",".join(map(str, paths)) or "weights"
+            raise RistrettoError(f"{where}: layer '{layer.name}' ({layer.type}): {len(entries)} stored blobs, "
+                                 f"the net's layer has {len(layer.blobs)}")
         for k, entry in enumerate(entries):
             array, legacy, filename = entry
             target = layer.blobs[k]

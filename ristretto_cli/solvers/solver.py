@@ -125,7 +125,7 @@ class Solver:
         for s in stages:
             self.param.train_state.stage.append(s)
         self._check_param()
-        self.type_name = solver_type_name(self.param)
+        self.type_name = solver_type_name(self.param, self.where)
         self.snapshot_prefix = self._resolve_prefix(snapshot_prefix)
 
         # Seed before any net exists: fillers, data layers' seeds, dropout, stochastic rounding.

@@ -223,7 +223,7 @@ class Adam(UpdateRule):
 RULES = {cls.caffe_name.lower(): cls for cls in (UpdateRule, Nesterov, AdaGrad, RMSProp, AdaDelta, Adam)}
 
 
-def solver_type_name(param) -> str:
+def solver_type_name(param, where: str = "solver") -> str:
     """Caffe's name of the solver type: ``type`` (string), or the deprecated
     ``solver_type`` enum when only that is set (read_solver upgrades it already)."""
     if not param.HasField("type") and param.HasField("solver_type"):
@@ -231,7 +231,7 @@ def solver_type_name(param) -> str:
     name = param.type or "SGD"
     cls = RULES.get(name.lower())
     if cls is None:
-        raise RistrettoError(f"solver: unknown type '{name}'; use one of {', '.join(CAFFE_SOLVERS)}")
+        raise RistrettoError(f"{where}: unknown type '{name}'; use one of {', '.join(CAFFE_SOLVERS)}")
     return cls.caffe_name
 
 
