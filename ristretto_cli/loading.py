@@ -20,7 +20,12 @@ def load_net(model: str, weights=None, phase="TEST", backend: Backend | None = N
     (a path, "a,b" or a list) by layer name."""
     from .caffe.prototxt import read_net
 
-    net = Net(read_net(model), phase=phase, backend=backend, level=level, stages=stages, source=model)
+    param = read_net(model)
+    if not param.layer:
+        raise RistrettoError(f"{model}: no layers; is this a net prototxt?")
+    net = Net(param, phase=phase, backend=backend, level=level, stages=stages, source=model)
+    if not net.layers:
+        raise RistrettoError(f"{model}: no layer is included in the {str(phase).upper()} phase")
     if weights:
         net.load_weights(weights)
     return net

@@ -29,6 +29,10 @@ def benchmark(model, weights, iterations, gpu, json_out, seed):
     if json_out:
         check_output_path(json_out, [model, weights or ""], "--json")
     net = load_net(model, weights, "TEST", get_backend(gpu, seed))
+    fixed = [net.layer_names[i] for i, l in enumerate(net.layers) if l.type == "Input"]
+    if fixed:
+        ui.log(f"{model}: Input layer(s) {', '.join(fixed)} give zeros; score a net with a data layer "
+               f"(or run `ristretto forward` on arrays)")
     with ui.progress("benchmark", iterations) as advance:
         def on_batch(i, values):
             advance(info=" ".join(f"{k}={v:.4g}" for k, v in list(values.items())[:3]))
