@@ -17,3 +17,10 @@ demo:
 
 bench:
 	$(PYTHON) -m benchmarks.run
+
+# Long (20-40 minutes): the manifest's accuracies through the CLI, then the paper's
+# quantize + fine-tune flow on LeNet. E2E_DIR=dir keeps (and reuses) the LMDBs.
+.PHONY: e2e
+e2e:
+	$(PYTHON) -m benchmarks.accuracy $(if $(E2E_DIR),--workdir $(E2E_DIR)); status=$$?; \
+	$(PYTHON) -m benchmarks.paper_flow $(if $(E2E_DIR),--workdir $(E2E_DIR)) && exit $$status
