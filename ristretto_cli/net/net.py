@@ -86,6 +86,9 @@ class Net:
                 raise layer.error(f"produced {len(top_shapes)} tops for {len(tops)} top names")
             for t, s, w in zip(tops, top_shapes, layer.loss_weights(len(tops))):
                 self.blob_shapes[t] = tuple(int(d) for d in s)
+                if any(d <= 0 for d in self.blob_shapes[t]):
+                    raise layer.error(f"top '{t}' would have shape {self.blob_shapes[t]}; every dimension "
+                                      f"must be positive")
                 if w:
                     self.loss_weights[t] = float(w)
             self.layers.append(layer)
