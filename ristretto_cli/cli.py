@@ -91,6 +91,11 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         click.echo(f"ristretto: error: {exc}", err=True)
         sys.exit(2)
+    except MemoryError as exc:  # e.g. a batch or a layer far too large for this machine
+        if debug:
+            traceback.print_exc()
+        click.echo(f"ristretto: error: out of memory{': ' + str(exc) if str(exc) else ''}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("ristretto: interrupted", err=True)
         sys.exit(130)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 
@@ -65,11 +66,24 @@ def log(message: str) -> None:
 
 
 def write_json(path: str, data) -> None:
-    """Write ``data`` as JSON atomically ('-' = stdout)."""
-    text = json.dumps(data, indent=2, sort_keys=False, default=float)
+    """Write ``data`` as JSON atomically ('-' = stdout). NaN and infinities, which JSON
+    cannot hold, become null."""
+    text = json.dumps(_finite(data), indent=2, sort_keys=False, default=float, allow_nan=False)
     if path == "-":
         sys.stdout.write(text + "\n")
         return
     from .caffe.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, (text + "\n").encode())
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0:  # NumPy scalars
+        return _finite(value.item())
+    return value

@@ -421,3 +421,25 @@ def test_gpu_without_cupy(f, capsys):
     except ImportError:
         pass
     run_error(["benchmark", "-m", f.data, "--gpu", "0", "-i", "1"], capsys, "--gpu 0", "CuPy is not installed")
+
+
+@pytest.mark.parametrize("dims, shape", [("dim: -1 dim: 3", "(-1, 3)"), ("dim: 0 dim: 3", "(0, 3)")])
+def test_non_positive_blob_dimensions(tmp_path, capsys, dims, shape):
+    model = _write(tmp_path / "m.prototxt", f'''layer {{ name: "data" type: "Input" top: "data"
+        input_param {{ shape {{ {dims} }} }} }}
+layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param {{ num_output: 2 }} }}''')
+    for command in (["info", "-m", model], ["benchmark", "-m", model, "-i", "1"]):
+        run_error(command, capsys, model, "layer 'data' (Input)", f"top 'data' would have shape {shape}",
+                  "must be positive")
+
+
+def test_a_net_too_large_for_memory_is_one_line(tmp_path, capsys, monkeypatch):
+    import ristretto_cli.net.net as net_module
+
+    model = _write(tmp_path / "m.prototxt", GOOD_NET)
+
+    def too_large(*args, **kwargs):
+        raise MemoryError("Unable to allocate 74.5 GiB for an array with shape (2, 10000000000)")
+
+    monkeypatch.setattr(net_module, "create_layer", too_large)
+    run_error(["info", "-m", model], capsys, "out of memory", "74.5 GiB")

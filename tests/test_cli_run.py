@@ -478,3 +478,23 @@ def test_every_command_has_working_help(capsys):
 def test_version(capsys):
     code, out, _ = run_cli(["--version"], capsys)
     assert code == 0 and re.fullmatch(rf"ristretto, version {re.escape(__version__)}\s*", out)
+
+
+def test_benchmark_json_holds_null_for_values_that_are_not_numbers(toy, tmp_path, capsys):
+    model, weights, *_ = toy
+    text = open(model).read() + '''layer { name: "root" type: "Power" bottom: "ip" top: "root"
+        power_param { power: 0.5 shift: -1000 } }
+layer { name: "dist" type: "EuclideanLoss" bottom: "root" bottom: "ip" top: "dist" }'''
+    nan_model = tmp_path / "nan.prototxt"
+    nan_model.write_text(text)
+    code, out, err = run_cli(["benchmark", "-m", nan_model, "-w", weights, "-i", 2, "--json", tmp_path / "s.json"],
+                             capsys)
+    assert code == 0, err
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    data = json.loads((tmp_path / "s.json").read_text(), parse_constant=refuse)
+    assert data["means"]["dist"] is None and [b["dist"] for b in data["batches"]] == [None, None]
+    assert data["loss"] is None and data["loss_weights"] == {"dist": 1.0, "loss": 0.5}
+    assert data["means"]["accuracy"] is not None and table_rows(out)["dist"][0] == "nan"
