@@ -498,3 +498,19 @@ layer { name: "dist" type: "EuclideanLoss" bottom: "root" bottom: "ip" top: "dis
     assert data["means"]["dist"] is None and [b["dist"] for b in data["batches"]] == [None, None]
     assert data["loss"] is None and data["loss_weights"] == {"dist": 1.0, "loss": 0.5}
     assert data["means"]["accuracy"] is not None and table_rows(out)["dist"][0] == "nan"
+
+
+def test_forward_says_which_inputs_were_left_at_zero(tmp_path, capsys):
+    model = tmp_path / "two.prototxt"
+    model.write_text('''layer { name: "a" type: "Input" top: "a" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "b" type: "Input" top: "b" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "sum" }''')
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.save(tmp_path / "a.npy", a)
+    code, _, err = run_cli(["forward", "-m", model, "--input", f"a={tmp_path / 'a.npy'}", "-o", tmp_path / "o.npz"],
+                           capsys)
+    assert code == 0, err
+    assert "b not given; the Input layer 'b' gives zeros" in err
+    saved = np.load(tmp_path / "o.npz")
+    np.testing.assert_array_equal(saved["sum"], a)
+    assert not saved["b"].any()

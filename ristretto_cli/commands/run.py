@@ -104,6 +104,8 @@ def _check_feeds(net, model: str, specs) -> dict:
             missing = [t for t in tops if t not in feeds]
             raise RistrettoError(f"--input: layer '{net.layer_names[i]}' makes {', '.join(tops)}; feed "
                                  f"{', '.join(missing)} too (or none of them)")
+        if not fed and net.layers[i].type == "Input":
+            ui.log(f"--input: {', '.join(tops)} not given; the Input layer '{net.layer_names[i]}' gives zeros")
     return feeds
 
 
