@@ -310,6 +310,53 @@ def test_pow2_float32_log2_ties():
     np.testing.assert_array_equal(trim_pow2(x, -8, -1, Rounding.NEAREST_TIES_AWAY), 2.0 ** away)
 
 
+# -- the fast path (scale by exact powers of two, in place, in blocks) --------
+
+def _ldexp_fixed_point(x, bw, fl, rounding):
+    """The formula with ldexp and fresh arrays, element by element as NumPy computes it."""
+    with np.errstate(all="ignore"):
+        hi = x.dtype.type((2.0 ** (bw - 1) - 1) * 2.0 ** -fl)
+        lo = x.dtype.type(-(2.0 ** (bw - 1)) * 2.0 ** -fl)
+        v = np.ldexp(np.fmax(np.fmin(x, hi), lo), fl)
+        k = {Rounding.NEAREST: np.rint, Rounding.TRUNCATE: np.floor, Rounding.TOWARD_ZERO: np.trunc,
+             Rounding.NEAREST_TIES_UP: lambda a: np.floor(a) + (a - np.floor(a) >= 0.5),
+             Rounding.NEAREST_TIES_AWAY: lambda a: np.copysign(np.floor(np.abs(a)) + (np.abs(a) - np.floor(np.abs(a))
+                                                                                     >= 0.5), a)}[rounding](v)
+        return np.ldexp(k.astype(x.dtype), -fl).astype(x.dtype)
+
+
+def _awkward(n, dtype):
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.standard_normal(n) * 40, rng.standard_normal(n) * 1e-38,
+                        (rng.integers(-4000, 4000, n) / 16), [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -3e38]])
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bw,fl", [(8, 3), (32, 16), (2, 1), (25, 0), (16, 140), (30, -130), (4, 126), (4, 127),
+                                   (4, 128), (8, -127), (32, 200), (16, -200)])
+def test_fixed_point_blocks_in_place_equal_the_ldexp_formula(dtype, bw, fl):
+    """Large arrays go through cache-sized blocks, multiplying by 2^fl instead of ldexp;
+    same values as the plain formula, also written in place and into a strided view."""
+    from ristretto_cli.quant import formats
+
+    x = _awkward(formats.CPU_BLOCK + 1000, dtype)
+    for rounding in DETERMINISTIC:
+        want = _ldexp_fixed_point(x, bw, fl, rounding)
+        got = trim_fixed_point(x, bw, fl, rounding)
+        np.testing.assert_array_equal(got, want)
+        inplace = x.copy()
+        assert trim_fixed_point(inplace, bw, fl, rounding, out=inplace) is inplace
+        np.testing.assert_array_equal(inplace, want)
+        strided = np.repeat(x, 2)[::2]
+        np.testing.assert_array_equal(trim_fixed_point(strided, bw, fl, rounding), want)
+    np.testing.assert_array_equal(trim_fixed_point(x, 8, 3, Rounding.STOCHASTIC, np.random.default_rng(3)),
+                                  trim_fixed_point(x.copy(), 8, 3, Rounding.STOCHASTIC, np.random.default_rng(3),
+                                                   out=np.empty_like(x)))
+    with pytest.raises(FormatError):
+        trim_fixed_point(x, 8, 3, out=np.empty(3, dtype))
+
+
 # -- dtype, purity, parameters -----------------------------------------------
 
 def test_dtype_kept_and_input_untouched():

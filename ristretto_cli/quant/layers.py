@@ -26,7 +26,7 @@ import importlib
 from ..errors import RistrettoError
 from ..layers.base import LAYER_TYPES, TEST, Layer, register
 from .config import Precision, QuantConfig
-from .formats import trim_minifloat
+from .formats import trim_fixed_point, trim_minifloat
 from .rounding import FormatError, Rounding
 
 # Modules that register the float layers we wrap (whichever of them exist).
@@ -119,9 +119,8 @@ class RistrettoMixin:
         trim = self._trims_activations
         if trim:
             for b in bottoms:
-                trimmed = cfg.trim_input(b, rng=rng)
                 try:
-                    b[...] = trimmed
+                    trim_activation(cfg, b, "in", rng, out=b)
                 except ValueError as exc:  # read-only input array
                     raise self.error(f"cannot trim its bottom blob in place ({exc})") from None
         qblobs = self.quantized_blobs(cfg)
@@ -130,7 +129,11 @@ class RistrettoMixin:
         self.trimmed_blobs = qblobs if keep else None
         tops = self._with_blobs(qblobs, super().forward, bottoms)
         if trim:
-            tops = [cfg.trim_output(t, rng=rng) for t in tops]
+            fresh = []
+            for t in tops:  # a new array from the float layer: trimmed where it is
+                shared = any(t is b for b in bottoms)
+                fresh.append(trim_activation(cfg, t, "out", rng, out=None if shared else t))
+            tops = fresh
         return tops
 
     def backward(self, top_diffs, bottoms, tops, propagate_down):
@@ -140,6 +143,19 @@ class RistrettoMixin:
         if not self.diffs and self.blobs:
             self.zero_diffs()
         return self._with_blobs(qblobs, super().backward, top_diffs, bottoms, tops, propagate_down)
+
+
+def trim_activation(cfg: QuantConfig, x, site: str, rng=None, out=None):
+    """``cfg.trim_input`` (site "in") or ``cfg.trim_output`` ("out") of ``x``, written into
+    ``out`` when given (``out`` may be ``x``: an in-place trim); returns the result."""
+    if cfg.precision == Precision.MINIFLOAT:
+        r = trim_minifloat(x, cfg.mant_bits, cfg.exp_bits, cfg.rounding_scheme, rng, cfg.saturate_after_rounding)
+        if out is None:
+            return r
+        out[...] = r
+        return out
+    bw, fl = (cfg.bw_layer_in, cfg.fl_layer_in) if site == "in" else (cfg.bw_layer_out, cfg.fl_layer_out)
+    return trim_fixed_point(x, bw, fl, cfg.rounding_scheme, rng, out=out)
 
 
 def _ristretto(type_name: str, float_type: str, doc: str) -> type:
