@@ -480,6 +480,7 @@ def test_version(capsys):
     assert code == 0 and re.fullmatch(rf"ristretto, version {re.escape(__version__)}\s*", out)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the NaN is the point
 def test_benchmark_json_holds_null_for_values_that_are_not_numbers(toy, tmp_path, capsys):
     model, weights, *_ = toy
     text = open(model).read() + '''layer { name: "root" type: "Power" bottom: "ip" top: "root"
