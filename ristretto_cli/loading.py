@@ -26,8 +26,10 @@ def load_net(model: str, weights=None, phase="TEST", backend: Backend | None = N
     net = Net(param, phase=phase, backend=backend, level=level, stages=stages, source=model)
     if not net.layers:
         raise RistrettoError(f"{model}: no layer is included in the {str(phase).upper()} phase")
-    if weights:
-        net.load_weights(weights)
+    if weights and not net.load_weights(weights) and any(layer.blobs for layer in net.layers):
+        from .ui import log
+
+        log(f"warning: no layer of {weights} matches a layer name of {model}; the weights are the fillers'")
     return net
 
 

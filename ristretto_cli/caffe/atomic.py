@@ -1,4 +1,5 @@
-"""Atomic file output: a reader never sees a half-written model, mean or prototxt.
+"""File access with one-line errors: atomic output (a reader never sees a half-written
+model, mean or prototxt) and checked reads.
 
 The bytes go to a temporary file in the destination folder (same file system, so
 the final ``os.replace`` is atomic), are flushed and fsync'ed, and only then take
@@ -70,3 +71,17 @@ def _fsync_dir(folder: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The whole file; a missing, folder or unreadable path is a one-line error naming it."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise RistrettoError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise RistrettoError(f"{path}: is a folder, not a file") from None
+    except OSError as e:
+        raise RistrettoError(f"{path}: cannot read: {e.strerror or e}") from None

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import RistrettoError
 from ..proto import caffe_pb2
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, read_bytes
 
 _LEGACY_FIELDS = ("num", "channels", "height", "width")
 
@@ -90,19 +90,6 @@ def _varint(n: int) -> bytes:
 
 # -- files ---------------------------------------------------------------------------
 
-def _read_bytes(path) -> bytes:
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise RistrettoError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise RistrettoError(f"{path}: is a folder, not a file") from None
-    except OSError as e:
-        raise RistrettoError(f"{path}: cannot read: {e.strerror or e}") from None
-
-
 def _parse(path, data: bytes, message, what: str):
     from google.protobuf.message import DecodeError
 
@@ -116,7 +103,7 @@ def _parse(path, data: bytes, message, what: str):
 def read_blobproto(path) -> "caffe_pb2.BlobProto":
     """The BlobProto message stored in ``path``."""
     path = os.fspath(path)
-    data = _read_bytes(path)
+    data = read_bytes(path)
     blob = _parse(path, data, caffe_pb2.BlobProto(), "BlobProto (.binaryproto)")
     if not data or not (len(blob.data) or len(blob.double_data)):
         raise RistrettoError(f"{path}: not a Caffe BlobProto (.binaryproto) file: it holds no values")
@@ -137,7 +124,7 @@ def write_binaryproto(path, array) -> None:
 def read_blobproto_vector(path) -> list[np.ndarray]:
     """The arrays of a BlobProtoVector file (e.g. Caffe's ``extract_features`` output)."""
     path = os.fspath(path)
-    data = _read_bytes(path)
+    data = read_bytes(path)
     vec = _parse(path, data, caffe_pb2.BlobProtoVector(), "BlobProtoVector")
     if not data or not len(vec.blobs):
         raise RistrettoError(f"{path}: not a Caffe BlobProtoVector file: it holds no blobs")

@@ -13,7 +13,7 @@ from google.protobuf.message import DecodeError
 
 from ..errors import RistrettoError
 from ..proto import caffe_pb2
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, read_bytes
 from .upgrade import upgrade_net
 
 # Top-level NetParameter fields and their wire types (0 varint, 2 length-delimited).
@@ -122,16 +122,7 @@ def adopt_legacy_quantization_params(net: "caffe_pb2.NetParameter") -> int:
 def read_caffemodel(path, upgrade: bool = True) -> "caffe_pb2.NetParameter":
     """Read a ``.caffemodel`` (V0, V1 or V2 layers) and return it in the V2 format."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise RistrettoError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise RistrettoError(f"{path}: is a folder, not a file") from None
-    except OSError as e:
-        raise RistrettoError(f"{path}: cannot read: {e.strerror or e}") from None
-    return parse_caffemodel_bytes(data, path, upgrade)
+    return parse_caffemodel_bytes(read_bytes(path), path, upgrade)
 
 
 def write_caffemodel(path, net_param: "caffe_pb2.NetParameter") -> None:

@@ -12,7 +12,7 @@ from google.protobuf import text_format
 
 from ..errors import RistrettoError
 from ..proto import caffe_pb2
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, read_bytes
 from .upgrade import upgrade_net, upgrade_solver
 
 _POSITION = re.compile(r"^\s*(\d+):(\d+)\s*:\s*")
@@ -21,15 +21,7 @@ _POSITION = re.compile(r"^\s*(\d+):(\d+)\s*:\s*")
 def read_text_file(path) -> str:
     """The file's text (UTF-8); a missing or unreadable file is a one-line error naming it."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise RistrettoError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise RistrettoError(f"{path}: is a folder, not a file") from None
-    except OSError as e:
-        raise RistrettoError(f"{path}: cannot read: {e.strerror or e}") from None
+    data = read_bytes(path)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

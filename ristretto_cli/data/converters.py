@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..caffe.atomic import read_bytes
 from ..errors import RistrettoError
 from .lmdb_io import LMDBWriter, make_datum, make_encoded_datum
 from .transform import encode_image, hwc_to_chw, read_image
@@ -64,12 +65,7 @@ def _info(message: str, quiet: bool) -> None:
 
 
 def _read_maybe_gzip(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise RistrettoError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise RistrettoError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    raw = read_bytes(path)
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)

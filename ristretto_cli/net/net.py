@@ -263,17 +263,21 @@ class Net:
                 out.append(ParamRef(layer, pi, lr, decay, name))
         return out
 
-    def load_weights(self, paths) -> None:
-        """Copy weights by layer name from one or more caffemodels (later ones win), like Caffe."""
+    def load_weights(self, paths) -> int:
+        """Copy weights by layer name from one or more caffemodels (later ones win), like
+        Caffe; returns how many layers with parameters received weights."""
         from ..caffe.weights import load_weights
 
         if isinstance(paths, str):
             paths = [p for p in paths.split(",") if p]
+        copied = 0
         for name, entries in load_weights(list(paths), with_source=True).items():
             layer = self._by_name.get(name)
             if layer is None:
                 continue
             self._assign(layer, entries, paths)
+            copied += bool(layer.blobs)
+        return copied
 
     def _assign(self, layer: Layer, entries, paths=()) -> None:
         from ..caffe.weights import fit_blob
