@@ -393,6 +393,59 @@ def test_max_pooling_ignores_padding_and_routes_ties_to_the_first():
     assert layer.forward([x])[1].ravel()[0] == 2
 
 
+def awkward_pool_input(shape, seed, dtype):
+    """Few distinct values (many ties, signed zeros), NaN, -inf, +inf and -FLT_MAX."""
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(-2, 3, size=shape) * 0.5).astype(dtype)
+    r = rng.random(shape)
+    x[r < 0.05] = np.nan
+    x[(r >= 0.05) & (r < 0.1)] = -np.inf
+    x[(r >= 0.1) & (r < 0.12)] = np.inf
+    x[(r >= 0.12) & (r < 0.14)] = -FLT_MAX
+    x[(r >= 0.14) & (r < 0.2)] = -0.0
+    x[0, 0, :2, :2] = np.nan  # windows without any candidate
+    x[0, 1, :3, :3] = -np.inf
+    return x
+
+
+MAX_FAST_CASES = [  # (shape, body, kernel, stride, pad): tiled (stride == kernel) and overlapping windows
+    ((3, 4, 8, 6), "kernel_size: 2 stride: 2", (2, 2), (2, 2), (0, 0)),
+    ((2, 3, 7, 9), "kernel_size: 2 stride: 2", (2, 2), (2, 2), (0, 0)),  # ceil: partial last windows
+    ((2, 3, 9, 9), "kernel_size: 3 stride: 3", (3, 3), (3, 3), (0, 0)),
+    ((2, 3, 7, 8), "kernel_size: 3 stride: 3 pad: 1", (3, 3), (3, 3), (1, 1)),
+    ((2, 3, 5, 5), "kernel_size: 2 stride: 2 pad: 1", (2, 2), (2, 2), (1, 1)),
+    ((2, 3, 6, 7), "kernel_h: 3 kernel_w: 2 stride_h: 3 stride_w: 2", (3, 2), (3, 2), (0, 0)),
+    ((2, 3, 6, 5), "kernel_h: 1 kernel_w: 2 stride_h: 1 stride_w: 2", (1, 2), (1, 2), (0, 0)),
+    ((2, 3, 11, 11), "kernel_size: 3 stride: 2", (3, 3), (2, 2), (0, 0)),
+    ((2, 3, 7, 6), "kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0", (3, 2), (2, 1), (1, 0)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,body,k,s,p", MAX_FAST_CASES)
+def test_max_pooling_fast_paths_match_caffe_loops_with_ties_and_specials(dtype, shape, body, k, s, p):
+    """The separable forward and the tiled backward (stride == kernel) give Caffe's loop
+    values: NaN never wins, -inf / -FLT_MAX windows give -FLT_MAX, ties route the gradient
+    to the first maximum; the backward equals the general argmax + scatter path."""
+    x = awkward_pool_input(shape, 21, dtype)
+    layer = make(pool_text(f"pool: MAX {body}"), phase=TRAIN, bottom_shapes=[shape])
+    (top,) = layer.forward([x])
+    ref, mask = naive_pool(x.astype(np.float64), "MAX", k, s, p)
+    np.testing.assert_array_equal(top, ref.astype(dtype))
+    dy = np.random.default_rng(3).standard_normal(top.shape).astype(dtype)
+    dy.reshape(-1)[:7] = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-300, -2.5]
+    (dx,) = layer.backward([dy], [x], [top], [True])
+    want = np.zeros(x.shape, dtype)
+    for (ni, ci, i, j), m in np.ndenumerate(mask):
+        if m >= 0:
+            want[ni, ci].reshape(-1)[m] += dy[ni, ci, i, j]
+    np.testing.assert_array_equal(dx, want)
+    assert dx.dtype == dtype
+    _, idx, padded, (_, _, pad, _) = layer._max_argmax(x)
+    general = layer._routed_backward(x, dy, idx, padded, pad)
+    assert dx.tobytes() == general.tobytes()  # bit for bit, zero signs included
+
+
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 def test_global_pooling(method):
     x = np.random.default_rng(13).standard_normal((2, 3, 5, 4))

@@ -168,10 +168,29 @@ class PoolingLayer(Layer):
             if bool(xp.isnan(top).any()):  # Caffe's '>' never picks NaN
                 top = xp.where(xp.isnan(flat), -xp.inf, flat).max(axis=2)
             return xp.maximum(top, x.dtype.type(-FLT_MAX)).reshape(top.shape + (1, 1))
-        xpad, window, offsets, (_, _, _, out) = self._windows(x, -float("inf"))
-        top = xp.full(x.shape[:2] + tuple(out), -FLT_MAX, dtype=x.dtype)
-        for i, j in offsets:
-            xp.fmax(top, window(xpad, i, j), out=top)  # fmax skips NaN, like Caffe's '>'
+        return self._max_separable(x)
+
+    def _max_separable(self, x):
+        """MAX top as two 1-D passes: the max over each window's rows (whole padded rows,
+        contiguous), then over its columns. fmax skips NaN and the result is clamped
+        below at -FLT_MAX, so every value is Caffe's: the largest non-NaN element of
+        the window, or -FLT_MAX when none beats it."""
+        xp = self.xp
+        xpad, _, _, (kernel, stride, _, out) = self._windows(x, -float("inf"))
+        (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out
+
+        def row(i):
+            return xpad[:, :, i:i + sh * (ho - 1) + 1:sh, :]
+
+        def col(a, j):
+            return a[:, :, :, j:j + sw * (wo - 1) + 1:sw]
+
+        rows = row(0) if kh == 1 else xp.fmax(row(0), row(1))
+        for i in range(2, kh):
+            xp.fmax(rows, row(i), out=rows)
+        top = xp.fmax(col(rows, 0), x.dtype.type(-FLT_MAX))
+        for j in range(1, kw):
+            xp.fmax(top, col(rows, j), out=top)
         return top
 
     def _index_dtype(self, count):
@@ -280,8 +299,44 @@ class PoolingLayer(Layer):
             hit = (xp.arange(flat.shape[2]) == first) & valid
             g = xp.where(hit, dy.reshape(dy.shape[0], dy.shape[1], 1), dy.dtype.type(0))
             return g.reshape(x.shape)
+        kernel, stride, _, _ = self.geometry(x.shape[2:])
+        if tuple(stride) == tuple(kernel):
+            return self._max_backward_tiled(x, dy)
         _, idx, padded_shape, (_, _, pad, _) = self._max_argmax(x)
         return self._routed_backward(x, dy, idx, padded_shape, pad)
+
+    def _max_backward_tiled(self, x, dy):
+        """MAX gradient when the windows tile the (padded) input (stride == kernel): each
+        input element is in at most one window, so routing is one masked write per window
+        offset, no scatter. The chosen element is Caffe's: the first (row-major) equal to
+        the window's maximum, none when the maximum is -FLT_MAX (nothing beat it).
+
+        The write works on the bits: ``bits(0 + dy) * hit`` is dy's bits where chosen and
+        +0 elsewhere, exactly what adding dy into zeros gives (NaN and inf included)."""
+        xp = self.xp
+        xpad, _, _, (kernel, _, pad, out) = self._windows(x, -float("inf"))
+        (kh, kw), (ho, wo) = kernel, out
+        n, c = x.shape[:2]
+        tiles = xpad[:, :, :ho * kh, :wo * kw].reshape(n, c, ho, kh, wo, kw)
+        top = self._max_separable(x)
+        free = top > x.dtype.type(-FLT_MAX)   # windows whose element is not chosen yet
+        bits = xp.dtype(f"u{dy.dtype.itemsize}")
+        g = (dy + dy.dtype.type(0)).view(bits)  # 0 + dy: -0 becomes +0, as in a sum from zero
+        dt = xp.empty((n, c, ho, kh, wo, kw), dtype=dy.dtype)
+        dbits = dt.view(bits)
+        hit = xp.empty(top.shape, dtype=bool)
+        for i in range(kh):
+            for j in range(kw):
+                xp.equal(tiles[:, :, :, i, :, j], top, out=hit)
+                xp.logical_and(hit, free, out=hit)
+                xp.multiply(g, hit, out=dbits[:, :, :, i, :, j])
+                xp.logical_xor(free, hit, out=free)
+        dt = dt.reshape(n, c, ho * kh, wo * kw)
+        if dt.shape == xpad.shape:
+            return self._crop(dt, x, pad)
+        dpad = xp.zeros(xpad.shape, dtype=dy.dtype)
+        dpad[:, :, :ho * kh, :wo * kw] = dt
+        return self._crop(dpad, x, pad)
 
     def _routed_backward(self, x, dy, idx, padded_shape, pad):
         """Add each ``dy`` to the input element its window chose (offset ``idx``, -1: none)."""
