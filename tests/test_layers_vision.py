@@ -182,6 +182,29 @@ def test_convolution_3d_and_channel_axis():
     np.testing.assert_allclose(y.reshape(ref.shape), ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape,kernel,stride,pad,dil", [
+    ((3, 2, 9, 8), (3, 3), (1, 1), (0, 0), (1, 1)),
+    ((2, 3, 11, 10), (3, 2), (2, 1), (1, 0), (1, 1)),
+    ((2, 2, 12, 13), (3, 3), (2, 3), (2, 1), (2, 1)),
+    ((1, 4, 7, 7), (1, 1), (1, 1), (0, 0), (1, 1)),
+    ((2, 1, 28, 28), (5, 5), (1, 1), (0, 0), (1, 1)),
+])
+def test_im2col_two_copies_equal_the_window_view(shape, kernel, stride, pad, dil):
+    """The 2-D batch-inner columns (column shifts first, then row windows) are exactly the
+    strided window view of the padded input, transposed to (C, kh, kw, N, oh, ow)."""
+    x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    geom = im2col_mod.ConvGeometry(kernel, stride, pad, dil)
+    out_spatial = geom.output_shape(shape[2:])
+    xpad = im2col_mod.pad_spatial(x, pad, np)
+    view = im2col_mod.window_view(xpad, kernel, stride, dil, out_spatial, np).transpose(1, 2, 3, 0, 4, 5)
+    got = im2col_mod.im2col(x, geom, out_spatial, np, batch_inner=True)
+    assert got.flags.c_contiguous
+    np.testing.assert_array_equal(got, view)
+    buf = np.full(got.size + 3, np.nan, np.float32)
+    np.testing.assert_array_equal(im2col_mod.im2col(x, geom, out_spatial, np, out=buf[:got.size], batch_inner=True),
+                                  view)
+
+
 def test_convolution_chunked_batch_matches_whole(monkeypatch):
     shape = (5, 3, 9, 9)
     x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)

@@ -197,9 +197,7 @@ class ConvolutionLayer(_ConvBase):
     def _forward_with(self, x, weight, bias):
         """Top for one bottom ``x`` with explicit ``weight`` (O, C/G, *k) and ``bias`` (O,) or None."""
         xf, lead = self._flat(x)
-        y = convolution(xf, weight, self.geom, self.group, self.xp)
-        if bias is not None:
-            y += self._bias_view(bias).astype(y.dtype, copy=False)
+        y = convolution(xf, weight, self.geom, self.group, self.xp, bias=bias)
         return y.reshape(lead + y.shape[1:])
 
     def _backward_with(self, x, dy, weight, need_dx=True, need_dw=True, need_db=True):
