@@ -159,20 +159,21 @@ class CandidateRunner:
         live = {k: self.live_blobs(k) for k in snap_after.values()}
         values = []
         t0 = time.perf_counter()
-        for b in range(self.iterations):
-            feeds: dict = {}
+        with _one_blas_thread():  # as every scoring pass: same bits whatever the core count
+            for b in range(self.iterations):
+                feeds: dict = {}
 
-            def on_layer(i, layer, names, tops, feeds=feeds):
-                if i in snap_after:
-                    k = snap_after[i]
-                    self._snapshots[k].append(_copy_blobs(net.blobs, live[k], self.xp))
-                if self.cached and first is not None and i >= first and not net.bottom_names[i]:
-                    feeds[i] = _copy_blobs(dict(zip(names, tops)), None, self.xp)
+                def on_layer(i, layer, names, tops, feeds=feeds):
+                    if i in snap_after:
+                        k = snap_after[i]
+                        self._snapshots[k].append(_copy_blobs(net.blobs, live[k], self.xp))
+                    if self.cached and first is not None and i >= first and not net.bottom_names[i]:
+                        feeds[i] = _copy_blobs(dict(zip(names, tops)), None, self.xp)
 
-            net.forward(on_layer=on_layer, end=self.end, keep_for_backward=False)
-            self._feeds.append(feeds)
-            values.append(first_element(self._blob(net), self.backend))
-            self.on_batch("float baseline")
+                net.forward(on_layer=on_layer, end=self.end, keep_for_backward=False)
+                self._feeds.append(feeds)
+                values.append(first_element(self._blob(net), self.backend))
+                self.on_batch("float baseline")
         n = len(net.layers)
         self.counters.layer_forwards += self.end * self.iterations
         self.counters.original_layer_forwards += n * self.iterations
@@ -267,7 +268,8 @@ class CandidateRunner:
                 self.on_batch(label)
 
         if workers == 1:
-            work(0)
+            with _one_blas_thread():
+                work(0)
         else:
             with _one_blas_thread(), ThreadPoolExecutor(workers) as pool:
                 futures = [pool.submit(work, w) for w in range(workers)]
@@ -285,10 +287,11 @@ class CandidateRunner:
         try:
             _trim_weights_once([net])
             values = []
-            for b in range(self.iterations):
-                net.forward(end=self.end, keep_for_backward=False)
-                values.append(first_element(self._blob(net), self.backend))
-                self.on_batch(label)
+            with _one_blas_thread():
+                for b in range(self.iterations):
+                    net.forward(end=self.end, keep_for_backward=False)
+                    values.append(first_element(self._blob(net), self.backend))
+                    self.on_batch(label)
         finally:
             _close_data_layers(net)
         return values, self.end * self.iterations
@@ -317,8 +320,11 @@ def _threadpool_limits():
 
 @contextlib.contextmanager
 def _one_blas_thread():
-    """BLAS pools spinning on more threads than cores slow everything down badly; the
-    batch threads are the parallelism here."""
+    """Every scoring pass (baseline and candidates, one worker or several) runs with BLAS
+    held to one thread: its results then do not depend on the number of cores or of
+    workers (OpenBLAS splits a product differently across threads, which can change the
+    last bits), and BLAS threads spinning on cores that other work holds can slow a pass
+    down tens of times. The batch threads are the parallelism here."""
     limits = _threadpool_limits()
     if limits is None:
         yield
