@@ -14,6 +14,7 @@ cache; on a GPU the chunks are large. Every function takes the array module ``xp
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -163,17 +164,34 @@ def _offset_slices(offsets, geom: ConvGeometry, out_spatial):
                  for o, d, s, n in zip(offsets, geom.dilation, geom.stride, out_spatial))
 
 
-def col2im(col, geom: ConvGeometry, in_spatial, xp):
-    """Adjoint of :func:`im2col`: sum columns (N, C, *kernel, *out) back into (N, C, *S)."""
-    n, c = col.shape[:2]
-    out_spatial = col.shape[2 + geom.ndim:]
-    padded = xp.zeros((n, c) + tuple(s + 2 * p for s, p in zip(in_spatial, geom.pad)), dtype=col.dtype)
+@functools.lru_cache(maxsize=256)
+def _col2im_plan(geom: ConvGeometry, out_spatial: tuple):
+    """(target slices, column index) per kernel offset, in Caffe's (row-major) offset order."""
     lead = (slice(None), slice(None))
-    for offs in itertools.product(*(range(k) for k in geom.kernel)):
-        padded[lead + _offset_slices(offs, geom, out_spatial)] += col[lead + offs]
+    return tuple((lead + _offset_slices(offs, geom, out_spatial), lead + offs)
+                 for offs in itertools.product(*(range(k) for k in geom.kernel)))
+
+
+def col2im(col, geom: ConvGeometry, in_spatial, xp, out=None):
+    """Adjoint of :func:`im2col`: sum columns (N, C, *kernel, *out) back into (N, C, *S).
+
+    Every input element accumulates its columns from zero in kernel-offset order.
+    ``out`` (N, C, *S): written there when there is no padding (else a new array).
+    """
+    n, c = col.shape[:2]
+    out_spatial = tuple(col.shape[2 + geom.ndim:])
+    padded_shape = (n, c) + tuple(s + 2 * p for s, p in zip(in_spatial, geom.pad))
+    if out is not None and not any(geom.pad) and tuple(out.shape) == padded_shape and out.dtype == col.dtype:
+        padded = out
+        padded[...] = 0
+    else:
+        padded = xp.zeros(padded_shape, dtype=col.dtype)
+    for target, source in _col2im_plan(geom, out_spatial):
+        padded[target] += col[source]
     if not any(geom.pad):
         return padded
-    return xp.ascontiguousarray(padded[lead + tuple(slice(p, p + s) for p, s in zip(geom.pad, in_spatial))])
+    return xp.ascontiguousarray(padded[(slice(None), slice(None)) +
+                                       tuple(slice(p, p + s) for p, s in zip(geom.pad, in_spatial))])
 
 
 # -- column plans ----------------------------------------------------------------
@@ -216,8 +234,9 @@ class ColumnPlan:
         col = None if buf is None else buf[: math.prod(shape)]
         return im2col(x, g, self.out_spatial, xp, out=col, batch_inner=True).reshape(shape)
 
-    def uncolumns(self, dcol, xp):
-        """Adjoint of :meth:`columns`: (C, K, nb, P) -> (nb, C, *S)."""
+    def uncolumns(self, dcol, xp, out=None):
+        """Adjoint of :meth:`columns`: (C, K, nb, P) -> (nb, C, *S) (into ``out`` when that
+        saves a copy; use the returned array)."""
         c, _, nb = dcol.shape[:3]
         g = self.geom
         if self.mode == "pointwise":
@@ -230,7 +249,7 @@ class ColumnPlan:
         nd = g.ndim
         view = dcol.reshape((c,) + tuple(g.kernel) + (nb,) + self.out_spatial)
         view = view.transpose((1 + nd, 0) + tuple(range(1, 1 + nd)) + tuple(range(2 + nd, 2 + 2 * nd)))
-        return col2im(view, g, self.in_spatial, xp)
+        return col2im(view, g, self.in_spatial, xp, out=out)
 
 
 # -- convolution primitives ----------------------------------------------------------
@@ -319,8 +338,15 @@ def convolution_grad(x, dy, w, geom: ConvGeometry, groups: int, xp, need_dx=True
             _weight_grad(dw, dyw, col, xp)
         if need_dx:
             dcol = xp.matmul(w_t, dyw).reshape(c, geom.kernel_count, n1 - n0, plan.pc)
-            dx[n0:n1] = plan.uncolumns(dcol, xp)
+            _put(dx[n0:n1], lambda dst: plan.uncolumns(dcol, xp, out=dst))
     return dx, (dw.reshape(w.shape) if need_dw else None)
+
+
+def _put(dst, make) -> None:
+    """dst[...] = make(dst), where ``make`` may already have written into ``dst`` and returned it."""
+    src = make(dst)
+    if src is not dst:
+        dst[...] = src
 
 
 def convolution_transpose(y, w, geom: ConvGeometry, groups: int, out_spatial, xp):
@@ -338,7 +364,7 @@ def convolution_transpose(y, w, geom: ConvGeometry, groups: int, out_spatial, xp
     for n0, n1 in chunks:
         yw = _to_wide(_as(y[n0:n1], dtype), groups, xp)
         dcol = xp.matmul(w_t, yw).reshape(c, geom.kernel_count, n1 - n0, plan.pc)
-        x[n0:n1] = plan.uncolumns(dcol, xp)
+        _put(x[n0:n1], lambda dst: plan.uncolumns(dcol, xp, out=dst))
     return x
 
 
