@@ -357,6 +357,33 @@ def test_fixed_point_blocks_in_place_equal_the_ldexp_formula(dtype, bw, fl):
         trim_fixed_point(x, 8, 3, out=np.empty(3, dtype))
 
 
+@pytest.mark.parametrize("m,e", [(3, 4), (4, 3), (10, 5), (0, 1), (0, 4), (23, 8), (7, 8), (2, 2), (23, 1), (1, 8)])
+@pytest.mark.parametrize("sat", [False, True])
+def test_minifloat_bit_path_equals_the_formula(m, e, sat):
+    """float32 NEAREST goes through the rounding on the bits, in blocks, with the rare
+    saturating / NaN / inf elements sent through the element-wise formula: the same bits
+    as the formula everywhere, in place and into a strided view too."""
+    from ristretto_cli.quant import formats
+
+    rng = np.random.default_rng(11)
+    n = formats.CPU_BLOCK + 777
+    x = np.concatenate([rng.standard_normal(n) * 3, rng.standard_normal(n) * 1e4, np.exp(rng.uniform(-100, 100, n)),
+                        (rng.integers(-2 ** 12, 2 ** 12, n) / 2 ** 6), [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45,
+                                                                         -3e38, 3.4028235e38, 496.0, 512.0, 464.0]])
+    x = x.astype(f32)
+    want = formats._minifloat_formula(x, m, e, Rounding.NEAREST, None, sat, np)
+    got = trim_minifloat(x, m, e, Rounding.NEAREST, None, sat)
+    assert got.tobytes() == want.tobytes()
+    inplace = x.copy()
+    assert trim_minifloat(inplace, m, e, saturate_after_rounding=sat, out=inplace) is inplace
+    assert inplace.tobytes() == want.tobytes()
+    strided = np.repeat(x, 2)[::2]
+    assert trim_minifloat(strided, m, e, saturate_after_rounding=sat).tobytes() == want.tobytes()
+    k = x.size // 4 * 4
+    np.testing.assert_array_equal(trim_minifloat(x[:k].reshape(4, -1)[:, ::3], m, e, saturate_after_rounding=sat),
+                                  want[:k].reshape(4, -1)[:, ::3])
+
+
 # -- dtype, purity, parameters -----------------------------------------------
 
 def test_dtype_kept_and_input_untouched():

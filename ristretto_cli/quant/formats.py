@@ -206,7 +206,7 @@ def trim_fixed_point(x, bw: int, fl: int, rounding=Rounding.NEAREST, rng=None, o
 
 
 def trim_minifloat(x, mant_bits: int, exp_bits: int, rounding=Rounding.NEAREST, rng=None,
-                   saturate_after_rounding: bool = False):
+                   saturate_after_rounding: bool = False, out=None):
     """Minifloat with ``mant_bits`` mantissa and ``exp_bits`` exponent bits, on the float32 bits.
 
     bias = 2^(e-1) - 1. From float32 sign s, biased exponent E, 23-bit mantissa M:
@@ -221,11 +221,73 @@ def trim_minifloat(x, mant_bits: int, exp_bits: int, rounding=Rounding.NEAREST, 
     ``saturate_after_rounding`` (our option, not the original's) clamps a result
     that rounded past the saturation value back to it, which makes the mapping
     monotone: in (4, 3) 496 then gives 480 instead of 512.
+
+    ``out``: an array of the input's shape and dtype to write the result into (may be
+    ``x``). float32 input with NEAREST rounding takes a fast path on the bits (see
+    :func:`_minifloat_nearest_bits`); everything else the formula above element-wise.
     """
     check_minifloat(mant_bits, exp_bits)
     rounding = as_rounding(rounding)
     xp, x = _float_input(x)
     m, e = int(mant_bits), int(exp_bits)
+    out = _check_out(x, out, xp)
+    if rounding != Rounding.NEAREST or x.dtype != xp.float32:
+        out[...] = _minifloat_formula(x, m, e, rounding, rng, saturate_after_rounding, xp)
+        return out
+    bias = minifloat_bias(e)
+    lo = xp.float32(max(2.0 ** -126, 2.0 ** -bias))           # smallest magnitude kept
+    with _quiet(xp):                                           # e = 8: the maximum is inf
+        top = xp.float32(minifloat_max(m, e))
+
+    def formula(v):
+        return _minifloat_formula(v, m, e, rounding, rng, saturate_after_rounding, xp)
+
+    in_place = out is x
+    for xb, ob in _block_pairs(xp, x, out):
+        _minifloat_nearest_bits(xb, ob, m, lo, top, formula, in_place)
+    return out
+
+
+def _minifloat_nearest_bits(xb, ob, m: int, lo, top, formula, in_place: bool) -> None:
+    """``ob`` = minifloat NEAREST of the float32 block ``xb``, computed on the bits.
+
+    For |x| in [lo, top] (kept, not saturated) the result is |x| rounded to ``m``
+    mantissa bits, half to even, a carry into the exponent kept: on the bits that is
+    ``(b + 2^(s-1) - 1 + bit_s(b)) & ~(2^s - 1)`` with s = 23 - m (no carry reaches the
+    sign bit, |b| < 0x7F800000), exactly the formula's (1 + R(M/2^s)/2^m) 2^(E-127)
+    including the case R(M/2^s) = 2^m. |x| < lo (zeros, denormals, exp < 0) gives +0
+    (the bits times 0). The rest, |x| > top or NaN (saturation, the top exponent's
+    carry past the maximum, inf), is rare and goes through ``formula``.
+    ``in_place``: ``ob`` is ``xb`` (the bits are then built in a scratch array first).
+    """
+    xp = array_module(xb)
+    shift = 23 - m
+    mag = xp.abs(xb)
+    keep = mag >= lo
+    special = ~(mag <= top)
+    fix = formula(xb[special]) if bool(special.any()) else None
+    b = xb.view(xp.uint32)
+    t = xp.empty_like(b) if in_place else ob.view(xp.uint32)
+    if shift == 0:
+        t[...] = b
+    else:
+        if shift < 23:
+            xp.right_shift(b, shift, out=t)
+            xp.bitwise_and(t, xp.uint32(1), out=t)      # the kept mantissa's last bit: ties to even
+            xp.add(t, b, out=t)
+        else:                                            # m = 0: that bit is the implicit 0
+            t[...] = b
+        xp.add(t, xp.uint32((1 << (shift - 1)) - 1), out=t)
+        xp.bitwise_and(t, xp.uint32(0xFFFFFFFF ^ ((1 << shift) - 1)), out=t)
+    xp.multiply(t, keep, out=t)
+    if in_place:
+        ob.view(xp.uint32)[...] = t
+    if fix is not None:
+        ob[special] = fix
+
+
+def _minifloat_formula(x, m, e, rounding, rng, saturate_after_rounding, xp):
+    """The formula of :func:`trim_minifloat` element-wise (any rounding, any float dtype)."""
     bias = minifloat_bias(e)
     max_exp = (1 << e) - 1
 

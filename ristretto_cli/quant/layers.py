@@ -149,11 +149,8 @@ def trim_activation(cfg: QuantConfig, x, site: str, rng=None, out=None):
     """``cfg.trim_input`` (site "in") or ``cfg.trim_output`` ("out") of ``x``, written into
     ``out`` when given (``out`` may be ``x``: an in-place trim); returns the result."""
     if cfg.precision == Precision.MINIFLOAT:
-        r = trim_minifloat(x, cfg.mant_bits, cfg.exp_bits, cfg.rounding_scheme, rng, cfg.saturate_after_rounding)
-        if out is None:
-            return r
-        out[...] = r
-        return out
+        return trim_minifloat(x, cfg.mant_bits, cfg.exp_bits, cfg.rounding_scheme, rng, cfg.saturate_after_rounding,
+                              out=out)
     bw, fl = (cfg.bw_layer_in, cfg.fl_layer_in) if site == "in" else (cfg.bw_layer_out, cfg.fl_layer_out)
     return trim_fixed_point(x, bw, fl, cfg.rounding_scheme, rng, out=out)
 
@@ -227,21 +224,32 @@ class LRNRistretto(_LRNBase):
         alpha_over_size = dt(dt(lp.alpha) / dt(size))
         k, neg_beta = dt(lp.k), dt(-lp.beta)
 
-        def q(v):
+        def q(v, out=None):
             return trim_minifloat(v, cfg.mant_bits, cfg.exp_bits, cfg.rounding_scheme, rng,
-                                  cfg.saturate_after_rounding)
+                                  cfg.saturate_after_rounding, out=out)
 
+        # Every intermediate is a fresh result of one operation, trimmed where it lies.
         xq = q(x)
-        sq = q(xq * xq)
+        sq = xq * xq
+        q(sq, out=sq)
         scale = xp.empty_like(xq)
         accum = xp.zeros((n, h, w), dtype=x.dtype)
+        t = xp.empty_like(accum)
         for head in range(c + post):
             if head < c:
-                accum = q(accum + sq[:, head])
+                xp.add(accum, sq[:, head], out=accum)
+                q(accum, out=accum)
             if head >= size:
-                accum = q(accum - sq[:, head - size])
+                xp.subtract(accum, sq[:, head - size], out=accum)
+                q(accum, out=accum)
             if head >= post:
-                t = q(accum * alpha_over_size)
-                scale[:, head - post] = q(k + t)
+                xp.multiply(accum, alpha_over_size, out=t)
+                q(t, out=t)
+                dst = scale[:, head - post]
+                xp.add(k, t, out=dst)
+                q(dst, out=dst)
         self.scale_q = scale
-        return q(xq * q(xp.power(scale, neg_beta)))
+        p = xp.power(scale, neg_beta)
+        q(p, out=p)
+        xp.multiply(xq, p, out=p)
+        return q(p, out=p)
