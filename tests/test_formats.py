@@ -370,7 +370,8 @@ def test_minifloat_bit_path_equals_the_formula(m, e, sat):
     x = np.concatenate([rng.standard_normal(n) * 3, rng.standard_normal(n) * 1e4, np.exp(rng.uniform(-100, 100, n)),
                         (rng.integers(-2 ** 12, 2 ** 12, n) / 2 ** 6), [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45,
                                                                          -3e38, 3.4028235e38, 496.0, 512.0, 464.0]])
-    x = x.astype(f32)
+    with np.errstate(over="ignore"):
+        x = x.astype(f32)
     want = formats._minifloat_formula(x, m, e, Rounding.NEAREST, None, sat, np)
     got = trim_minifloat(x, m, e, Rounding.NEAREST, None, sat)
     assert got.tobytes() == want.tobytes()
