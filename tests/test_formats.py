@@ -333,7 +333,7 @@ def _awkward(n, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("bw,fl", [(8, 3), (32, 16), (2, 1), (25, 0), (16, 140), (30, -130), (4, 126), (4, 127),
+@pytest.mark.parametrize("bw,fl", [(8, 3), (32, 16), (2, 1), (1, 0), (1, 5), (25, 0), (16, 140), (30, -130), (4, 126), (4, 127),
                                    (4, 128), (8, -127), (32, 200), (16, -200)])
 def test_fixed_point_blocks_in_place_equal_the_ldexp_formula(dtype, bw, fl):
     """Large arrays go through cache-sized blocks, multiplying by 2^fl instead of ldexp;

@@ -196,12 +196,25 @@ def trim_fixed_point(x, bw: int, fl: int, rounding=Rounding.NEAREST, rng=None, o
             v = xp.fmax(xp.fmin(x, hi), lo)
             k = round_to_integer(_scale(xp, v, fl), rounding, xp, rng)
             return _scale(xp, k, -fl, out=out)
+        # clip is one pass for both bounds and, with no bound at zero (where fmin/fmax
+        # may give either zero's sign), the same bits as fmax(fmin(x, hi), lo), except
+        # that it keeps NaN, which fmin/fmax send to the upper bound: a NaN left at the
+        # end (a max reduction shows it) is set to R(hi) then.
+        clip = hi != 0 and lo != 0
+        nan_value = None
         for xb, ob in _block_pairs(xp, x, out):
-            xp.fmin(xb, hi, out=ob)
-            xp.fmax(ob, lo, out=ob)
+            if clip:
+                xp.clip(xb, lo, hi, out=ob)
+            else:
+                xp.fmin(xb, hi, out=ob)
+                xp.fmax(ob, lo, out=ob)
             xp.multiply(ob, up, out=ob)
             _round_in_place(ob, rounding, xp)
             xp.multiply(ob, down, out=ob)
+            if clip and ob.size and bool(xp.isnan(ob.max())):
+                if nan_value is None:
+                    nan_value = trim_fixed_point(xp.full(1, hi, dtype=x.dtype), bw, fl, rounding)[0]
+                ob[xp.isnan(ob)] = nan_value
     return out
 
 
