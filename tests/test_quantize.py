@@ -356,6 +356,7 @@ def test_tiny_cache_and_reread_agree(tiny):
     assert a["batch_cache"] and not b["batch_cache"] and a["threads"] == 2
     for other in (runs[2 << 30, 1], b):
         assert [e["batches"] for e in a["evaluations"]] == [e["batches"] for e in other["evaluations"]]
+        assert a["baseline_batches"] == other["baseline_batches"]  # the baseline in threads too
         assert [(c["bit_width"], c["score"]) for c in a["candidates"]] == \
             [(c["bit_width"], c["score"]) for c in other["candidates"]]
         assert a["chosen"] == other["chosen"] and a["original_layer_forwards"] == other["original_layer_forwards"]

@@ -157,8 +157,27 @@ class CandidateRunner:
         self._snapshots = {k: [] for k in snap_after.values()}
         self._feeds = []
         live = {k: self.live_blobs(k) for k in snap_after.values()}
-        values = []
         t0 = time.perf_counter()
+        prefix = self._data_prefix()
+        workers = max(1, min(self.workers, self.iterations))
+        if workers > 1 and prefix is not None:
+            values = self._baseline_in_threads(prefix, workers, snap_after, live, first)
+        else:
+            values = self._baseline_in_order(snap_after, live, first)
+        n = len(net.layers)
+        self.counters.layer_forwards += self.end * self.iterations
+        self.counters.original_layer_forwards += n * self.iterations
+        self.baseline = mean_score(values)
+        ev = Evaluation(Candidate("float"), self.baseline, net.layer_names[0] if n else None,
+                        self.end * self.iterations, [float(v) for v in values], time.perf_counter() - t0)
+        self.baseline_evaluation = ev
+        self._memo[net.param.SerializeToString(deterministic=True)] = ev
+        return self.baseline
+
+    def _baseline_in_order(self, snap_after: dict, live: dict, first) -> list:
+        """The float net batch after batch, as Caffe runs it."""
+        net = self.float_net
+        values = []
         with _one_blas_thread():  # as every scoring pass: same bits whatever the core count
             for b in range(self.iterations):
                 feeds: dict = {}
@@ -174,15 +193,69 @@ class CandidateRunner:
                 self._feeds.append(feeds)
                 values.append(first_element(self._blob(net), self.backend))
                 self.on_batch("float baseline")
-        n = len(net.layers)
-        self.counters.layer_forwards += self.end * self.iterations
-        self.counters.original_layer_forwards += n * self.iterations
-        self.baseline = mean_score(values)
-        ev = Evaluation(Candidate("float"), self.baseline, net.layer_names[0] if n else None,
-                        self.end * self.iterations, [float(v) for v in values], time.perf_counter() - t0)
-        self.baseline_evaluation = ev
-        self._memo[net.param.SerializeToString(deterministic=True)] = ev
-        return self.baseline
+        return values
+
+    def _data_prefix(self) -> int | None:
+        """Index of the first layer with bottoms when every bottomless (data) layer comes
+        before it, else None."""
+        net = self.float_net
+        with_bottoms = [i for i in range(len(net.layers)) if net.bottom_names[i]]
+        if not with_bottoms:
+            return None
+        p = with_bottoms[0]
+        return p if all(i < p for i in self._bottomless) and p > 0 else None
+
+    def _baseline_in_threads(self, prefix: int, workers: int, snap_after: dict, live: dict, first) -> list:
+        """The float net's data layers read the batches in order (``workers`` at a time);
+        the rest of the net runs on ``workers`` copies of it fed with them, in threads.
+        The same layers on the same inputs with the same weights: the same values."""
+        net = self.float_net
+        shapes = net.blob_shapes
+        fed = _inputs_instead_of_data(net.param, shapes)
+        nets = []
+        for _ in range(workers):
+            w = Net(fed, phase="TEST", backend=self.backend, source=net.source)
+            w.share_weights_from(net)
+            if w.layer_names != net.layer_names:  # pragma: no cover - a net we cannot mirror
+                return self._baseline_in_order(snap_after, live, first)
+            nets.append(w)
+        n = self.iterations
+        values: list = [None] * n
+        snaps = {k: [None] * n for k in snap_after.values()}
+        data_tops = [t for i in range(prefix) for t in net.top_names[i]]
+        stop = threading.Event()
+
+        def run(w: int, b: int, feed: dict) -> None:
+            if stop.is_set():
+                return
+            wn = nets[w]
+
+            def on_layer(i, layer, names, tops):
+                if i in snap_after:
+                    k = snap_after[i]
+                    snaps[k][b] = _copy_blobs(wn.blobs, live[k], self.xp)
+
+            wn.forward(feed, on_layer=on_layer, end=self.end, keep_for_backward=False)
+            values[b] = first_element(self._blob(wn), self.backend)
+            self.on_batch("float baseline")
+
+        with _one_blas_thread(), ThreadPoolExecutor(workers) as pool:
+            for g in range(0, n, workers):
+                futures = []
+                for w, b in enumerate(range(g, min(n, g + workers))):
+                    net.forward(end=prefix, keep_for_backward=False)  # the data layers, in order
+                    feed = _copy_blobs({t: net.blobs[t] for t in data_tops}, None, self.xp)
+                    futures.append(pool.submit(run, w, b, feed))
+                try:
+                    for f in futures:
+                        f.result()
+                except BaseException:
+                    stop.set()
+                    raise
+        for k, lst in snaps.items():
+            self._snapshots[k] = lst
+        self._feeds = [{} for _ in range(n)]  # no data layer after the first start layer
+        return values
 
     def _blob(self, net):
         try:
