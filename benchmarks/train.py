@@ -16,8 +16,8 @@ weights and reports the largest relative difference of the weights after two upd
 For scale: the original Caffe trains LeNet at about 1,440 images/s on this kind of
 machine (a reference figure, not measured here).
 
-    python -m benchmarks.train                       # check + ours + peer + ratio
-    python -m benchmarks.train --iterations 50       # shorter
+    python -m benchmarks.train                       # check, ours / peer twice each, ratio
+    python -m benchmarks.train --iterations 50 --repeat 1   # shorter
     python -m benchmarks.train --one ours --workdir W   (internal: one measurement)
 """
 from __future__ import annotations
@@ -374,6 +374,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", type=int, default=100, help="timed iterations per implementation")
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=2, help="alternating runs of each implementation")
     ap.add_argument("--one", choices=("ours", "numpy", "torch"))
     ap.add_argument("--workdir")
     args = ap.parse_args(argv)
@@ -383,32 +384,42 @@ def main(argv=None) -> None:
         emit(measure(args.one, setup, args.warmup, args.iterations))
         return
     kind = peer_kind()
+    runs: dict[str, list[dict]] = {"ours": [], kind: []}
     with tempfile.TemporaryDirectory(prefix="ristretto-bench-train-") as tmp:
         wd = Path(tmp)
         setup = prepare(wd, records)
         (wd / "setup.json").write_text(json.dumps(setup))
         emit(check_peer(kind, setup))
-        results = {}
-        for impl in ("ours", kind):
-            out = subprocess.run([sys.executable, "-m", "benchmarks.train", "--one", impl, "--workdir", str(wd),
-                                  "--iterations", str(args.iterations), "--warmup", str(args.warmup)],
-                                 cwd=REPO, capture_output=True, text=True)
-            if out.returncode:
-                emit({"bench": "train_cpu", "net": "lenet", "impl": impl, "error": out.stderr.strip()[-300:]})
-                continue
-            rec = json.loads(out.stdout.strip().splitlines()[-1])
-            results[impl] = rec
-            emit(rec)
-    if "ours" in results:
-        ratio = {"bench": "train_cpu_ratio", "net": "lenet", "batch": BATCH, "peer": kind}
-        if kind in results:
-            ratio["ours_over_peer_speed"] = round(results["ours"]["images_per_s"] / results[kind]["images_per_s"], 3)
-            ratio["ours_over_peer_cpu_per_iter"] = round(results["ours"]["cpu_s_per_iter"] /
-                                                         results[kind]["cpu_s_per_iter"], 3)
-            ratio["ours_over_peer_peak_rss"] = round(results["ours"]["peak_rss_mb"] / results[kind]["peak_rss_mb"], 3)
+        # Alternate the two (ours, peer, ours, peer ...): other work on the machine then
+        # tends to hit both alike; the ratio uses each one's best run.
+        for rep in range(args.repeat):
+            for impl in ("ours", kind):
+                out = subprocess.run([sys.executable, "-m", "benchmarks.train", "--one", impl, "--workdir", str(wd),
+                                      "--iterations", str(args.iterations), "--warmup", str(args.warmup)],
+                                     cwd=REPO, capture_output=True, text=True)
+                if out.returncode:
+                    emit({"bench": "train_cpu", "net": "lenet", "impl": impl, "error": out.stderr.strip()[-300:]})
+                    continue
+                rec = json.loads(out.stdout.strip().splitlines()[-1])
+                rec["run"] = rep + 1
+                runs[impl].append(rec)
+                emit(rec)
+    best = {impl: max(rs, key=lambda r: r["images_per_s"]) for impl, rs in runs.items() if rs}
+    if "ours" in best:
+        ours = best["ours"]
+        ratio = {"bench": "train_cpu_ratio", "net": "lenet", "batch": BATCH, "peer": kind,
+                 "runs_each": args.repeat, "ours_images_per_s": ours["images_per_s"]}
+        if kind in best:
+            peer = best[kind]
+            ratio["peer_images_per_s"] = peer["images_per_s"]
+            ratio["ours_over_peer_speed"] = round(ours["images_per_s"] / peer["images_per_s"], 3)
+            ratio["ours_over_peer_cpu_per_iter"] = round(min(r["cpu_s_per_iter"] for r in runs["ours"]) /
+                                                         min(r["cpu_s_per_iter"] for r in runs[kind]), 3)
+            ratio["ours_over_peer_peak_rss"] = round(ours["peak_rss_mb"] / peer["peak_rss_mb"], 3)
         ratio["original_reference_images_per_s"] = CAFFE_REFERENCE_IMAGES_PER_S
-        ratio["ours_over_original_reference"] = round(results["ours"]["images_per_s"] / CAFFE_REFERENCE_IMAGES_PER_S, 3)
-        ratio["note"] = "original_reference_images_per_s: Caffe's LeNet training speed quoted in the issue, not measured here"
+        ratio["ours_over_original_reference"] = round(ours["images_per_s"] / CAFFE_REFERENCE_IMAGES_PER_S, 3)
+        ratio["note"] = ("best run of each; original_reference_images_per_s: Caffe's LeNet training speed quoted "
+                         "in the issue, not measured here")
         emit(ratio)
 
 
