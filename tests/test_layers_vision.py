@@ -190,8 +190,9 @@ def test_convolution_3d_and_channel_axis():
     ((2, 1, 28, 28), (5, 5), (1, 1), (0, 0), (1, 1)),
 ])
 def test_im2col_two_copies_equal_the_window_view(shape, kernel, stride, pad, dil):
-    """The 2-D batch-inner columns (column shifts first, then row windows) are exactly the
-    strided window view of the padded input, transposed to (C, kh, kw, N, oh, ow)."""
+    """The 2-D batch-inner columns (column shifts first, then row windows, whole runs moved
+    as void elements) are exactly the strided window view of the padded input,
+    transposed to (C, kh, kw, N, oh, ow)."""
     x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
     geom = im2col_mod.ConvGeometry(kernel, stride, pad, dil)
     out_spatial = geom.output_shape(shape[2:])
@@ -203,6 +204,9 @@ def test_im2col_two_copies_equal_the_window_view(shape, kernel, stride, pad, dil
     buf = np.full(got.size + 3, np.nan, np.float32)
     np.testing.assert_array_equal(im2col_mod.im2col(x, geom, out_spatial, np, out=buf[:got.size], batch_inner=True),
                                   view)
+    # a non-contiguous input takes the plain strided copies
+    strided = np.asfortranarray(x)
+    np.testing.assert_array_equal(im2col_mod.im2col(strided, geom, out_spatial, np, batch_inner=True), view)
 
 
 def test_convolution_chunked_batch_matches_whole(monkeypatch):

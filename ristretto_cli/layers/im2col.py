@@ -149,14 +149,33 @@ def _im2col_rows(xpad, geom: ConvGeometry, out_spatial, xp, out=None):
     (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.stride, geom.dilation
     oh, ow = out_spatial
     s_n, s_c, s_h, s_w = xpad.strides
-    t = xp.ascontiguousarray(as_strided(xp, xpad, (c, kw, nb, hp, ow), (s_c, s_w * dw, s_n, s_h, s_w * sw)))
+    t = xp.empty((c, kw, nb, hp, ow), dtype=xpad.dtype)
+    _copy_strided(t, xpad, (c, kw, nb, hp), (s_c, s_w * dw, s_n, s_h), ow, s_w * sw, xp)
     t_c, t_j, t_n, t_h, t_w = t.strides
-    view = as_strided(xp, t, (c, kh, kw, nb, oh, ow), (t_c, t_h * dh, t_j, t_n, t_h * sh, t_w))
-    if out is None:
-        return xp.ascontiguousarray(view)
-    out = out.reshape(view.shape)
-    out[...] = view
+    shape = (c, kh, kw, nb, oh, ow)
+    out = xp.empty(shape, dtype=xpad.dtype) if out is None else out.reshape(shape)
+    if sh == 1:  # each (c, i, j, n) block is oh * ow consecutive elements of t
+        _copy_strided(out, t, (c, kh, kw, nb), (t_c, t_h * dh, t_j, t_n), oh * ow, t_w, xp)
+    else:
+        out[...] = as_strided(xp, t, shape, (t_c, t_h * dh, t_j, t_n, t_h * sh, t_w))
     return out
+
+
+def _copy_strided(dst, base, shape, strides, run: int, step: int, xp) -> None:
+    """``dst`` (contiguous, ``shape + (run,)``) = the strided view of ``base`` with that
+    shape, outer ``strides`` and ``step`` between the ``run`` elements of the last axis.
+
+    With NumPy, a contiguous run (``step`` = itemsize) of a C-contiguous ``base`` is
+    copied as ONE element of a ``run * itemsize``-byte void type: NumPy then moves whole
+    runs instead of iterating over short rows (the bytes, so the values, are the same)."""
+    item = base.dtype.itemsize
+    if (_is_numpy(xp) and step == item and base.flags.c_contiguous and dst.flags.c_contiguous
+            and all(st >= 0 for st in strides)):
+        unit = xp.dtype((xp.void, run * item))
+        src = xp.ndarray(shape, dtype=unit, buffer=base, offset=0, strides=strides)
+        dst.reshape(shape + (run,)).view(unit).reshape(shape)[...] = src
+        return
+    dst[...] = as_strided(xp, base, shape + (run,), tuple(strides) + (step,))
 
 
 def _offset_slices(offsets, geom: ConvGeometry, out_spatial):
