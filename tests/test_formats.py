@@ -426,3 +426,10 @@ def test_cupy_matches_numpy():
         for fn in (lambda a: trim_fixed_point(a, 8, 3, rounding), lambda a: trim_minifloat(a, 3, 4, rounding),
                    lambda a: trim_minifloat(a, 10, 5, rounding), lambda a: trim_pow2(a, -8, -1, rounding)):
             np.testing.assert_array_equal(cupy.asnumpy(fn(xg)), fn(x))
+
+
+def test_truncate_keeps_the_lsb_of_tiny_negatives_with_negative_fl():
+    # x * 2^fl underflows to -0 in float32; floor of the exact product is still -1.
+    x = np.array([-1.401298464324817e-45, -3e-39, 1e-45], np.float32)
+    got = trim_fixed_point(x, 4, -1, Rounding.TRUNCATE)
+    assert got.tolist() == [-2.0, -2.0, 0.0]

@@ -202,7 +202,11 @@ def trim_fixed_point(x, bw: int, fl: int, rounding=Rounding.NEAREST, rng=None, o
         # end (a max reduction shows it) is set to R(hi) then.
         clip = hi != 0 and lo != 0
         nan_value = None
+        # With fl < 0, x * 2^fl underflows to -0 for tiny negative x, whose floor loses
+        # the -1 that TRUNCATE owes every negative value (any negative x floors to <= -1).
+        truncate_underflow = rounding == Rounding.TRUNCATE and fl < 0
         for xb, ob in _block_pairs(xp, x, out):
+            negative = (xb < 0) if truncate_underflow else None
             if clip:
                 xp.clip(xb, lo, hi, out=ob)
             else:
@@ -211,6 +215,8 @@ def trim_fixed_point(x, bw: int, fl: int, rounding=Rounding.NEAREST, rng=None, o
             xp.multiply(ob, up, out=ob)
             _round_in_place(ob, rounding, xp)
             xp.multiply(ob, down, out=ob)
+            if negative is not None:
+                ob[negative & (ob == 0)] = -down
             if clip and ob.size and bool(xp.isnan(ob.max())):
                 if nan_value is None:
                     nan_value = trim_fixed_point(xp.full(1, hi, dtype=x.dtype), bw, fl, rounding)[0]
