@@ -34,7 +34,6 @@ def deploy_with_batch(prototxt: str, batch: int, out: Path) -> Path:
     from google.protobuf import text_format
 
     from ristretto_cli.caffe.prototxt import read_net
-    from ristretto_cli.proto import caffe_pb2
 
     net = read_net(prototxt)
     for layer in net.layer:

@@ -6,7 +6,10 @@ rounding and data shuffling reproducible on either backend.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .errors import RistrettoError
 
@@ -57,3 +60,13 @@ _default = Backend(np)
 
 def default_backend() -> Backend:
     return _default
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """Hold BLAS to one thread. OpenBLAS splits a product differently across threads,
+    which can change its last bits, and its threads spin on cores that other work
+    holds: passes whose results must not depend on the core count (quantize scoring)
+    and worker threads that are themselves the parallelism run inside this."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield

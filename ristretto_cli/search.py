@@ -22,6 +22,7 @@ from .quantize.observe import STAT_BATCHES
 from .quantize.report import parameter_memory, print_summary, report_json
 from .quantize.rewrite import (DYNAMIC_FIXED_POINT, MINIFLOAT, MODES, POWER_OF_2, changed_layers, dfp,
                                minifloat, power_of_2, ristretto_layers, rewrite_net)
+from .backend import one_blas_thread
 from .quantize.runner import CandidateRunner
 
 DEFAULT_ITERATIONS = 50      # the original's --iterations
@@ -172,8 +173,9 @@ def quantize(model: str, weights: str | None, model_quantized: str, trimming_mod
             _close_data(float_net)  # before the TRAIN net opens its data (an LMDB may serve both phases)
             train_net = _train_net(param, model, weights, float_net)
             nets.append(train_net)
-            ranges = observe.observe_ranges(train_net, STAT_BATCHES,
-                                            on_batch=lambda b: advance(1, "statistics (TRAIN)"))
+            with one_blas_thread():  # like the scoring passes: maxima independent of the core count
+                ranges = observe.observe_ranges(train_net, STAT_BATCHES,
+                                                on_batch=lambda b: advance(1, "statistics (TRAIN)"))
             runner.count_stats(train_net, STAT_BATCHES)
             _close_data(train_net)
             lengths = observe.lengths_by_layer(ranges)

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from ristretto_cli.backend import one_blas_thread
 from ristretto_cli.cli import main
 
 from conftest import REPO, shared_path
@@ -49,7 +50,7 @@ def mnist_test_db(tmp_path_factory):
 
 def _benchmark(model, weights, tmp_path, capsys):
     report = tmp_path / "scores.json"
-    with _one_blas_thread():  # 2 cores shared with the other test workers
+    with one_blas_thread():  # 2 cores shared with the other test workers
         code, out, err = run_cli(["benchmark", "--model", str(model), "--weights", str(weights),
                                   "--iterations", "100", "--json", str(report)], capsys)
     assert code == 0, err
@@ -82,11 +83,3 @@ def test_trained_lenet_accuracy_on_mnist_t10k(case, mnist_test_db, tmp_path, cap
     assert data["loss_weights"] == {"loss": 1.0}
 
 
-def _one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - a declared dependency
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")

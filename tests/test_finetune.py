@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
+from ristretto_cli.backend import one_blas_thread
 from ristretto_cli.caffe.caffemodel import read_caffemodel
 from ristretto_cli.cli import main
 from ristretto_cli.data.lmdb_io import make_datum, write_datums
@@ -241,7 +242,7 @@ def test_lenet_learns_mnist(tmp_path, capsys):
     solver.snapshot_prefix = str(tmp_path / "lenet")
     solver.random_seed = 1
     (tmp_path / "solver.prototxt").write_text(text_format.MessageToString(solver))
-    with _one_blas_thread():  # 2 cores shared with other workers: threaded BLAS only thrashes
+    with one_blas_thread():  # 2 cores shared with other workers: threaded BLAS only thrashes
         code, out, err = run_cli(["train", "--solver", str(tmp_path / "solver.prototxt")], capsys)
     assert code == 0, err
     match = re.search(r"Test score accuracy: best ([0-9.]+) \(iteration \d+\), last ([0-9.]+) \(iteration 150\)", out)
@@ -250,14 +251,6 @@ def test_lenet_learns_mnist(tmp_path, capsys):
     assert (tmp_path / "lenet_iter_150.caffemodel").exists()
 
 
-def _one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def test_ristretto_layers_train_full_precision_shadow_weights(setup, tmp_path, capsys):

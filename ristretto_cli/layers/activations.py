@@ -98,7 +98,6 @@ class PReLU(NeuronLayer):
         diff, x = top_diffs[0], bottoms[0]
         if diff is None:
             return [None]
-        xp = self.xp
         neg = (x <= 0).astype(diff.dtype)
         grad = diff * x * neg
         axes = tuple(range(x.ndim)) if self.channel_shared else (0,) + tuple(range(2, x.ndim))

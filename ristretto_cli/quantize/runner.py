@@ -19,7 +19,6 @@ summed in float32 and divided by the number of batches in float32.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -29,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..backend import one_blas_thread
 from ..errors import RistrettoError
 from ..layers.base import TEST
 from ..net import Net
@@ -178,7 +178,7 @@ class CandidateRunner:
         """The float net batch after batch, as Caffe runs it."""
         net = self.float_net
         values = []
-        with _one_blas_thread():  # as every scoring pass: same bits whatever the core count
+        with one_blas_thread():  # as every scoring pass: same bits whatever the core count
             for b in range(self.iterations):
                 feeds: dict = {}
 
@@ -239,7 +239,7 @@ class CandidateRunner:
             values[b] = first_element(self._blob(wn), self.backend)
             self.on_batch("float baseline")
 
-        with _one_blas_thread(), ThreadPoolExecutor(workers) as pool:
+        with one_blas_thread(), ThreadPoolExecutor(workers) as pool:
             for g in range(0, n, workers):
                 futures = []
                 for w, b in enumerate(range(g, min(n, g + workers))):
@@ -341,10 +341,10 @@ class CandidateRunner:
                 self.on_batch(label)
 
         if workers == 1:
-            with _one_blas_thread():
+            with one_blas_thread():
                 work(0)
         else:
-            with _one_blas_thread(), ThreadPoolExecutor(workers) as pool:
+            with one_blas_thread(), ThreadPoolExecutor(workers) as pool:
                 futures = [pool.submit(work, w) for w in range(workers)]
                 try:
                     for f in futures:
@@ -360,7 +360,7 @@ class CandidateRunner:
         try:
             _trim_weights_once([net])
             values = []
-            with _one_blas_thread():
+            with one_blas_thread():
                 for b in range(self.iterations):
                     net.forward(end=self.end, keep_for_backward=False)
                     values.append(first_element(self._blob(net), self.backend))
@@ -378,32 +378,9 @@ class CandidateRunner:
 def default_workers(backend) -> int:
     """Threads that score batches side by side: one per core (at most 4) on the CPU when
     BLAS can be held to one thread meanwhile, else 1 (and always 1 on a GPU)."""
-    if backend.xp is not np or _threadpool_limits() is None:
+    if backend.xp is not np:
         return 1
     return max(1, min(os.cpu_count() or 1, 4))
-
-
-def _threadpool_limits():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return None
-    return threadpool_limits
-
-
-@contextlib.contextmanager
-def _one_blas_thread():
-    """Every scoring pass (baseline and candidates, one worker or several) runs with BLAS
-    held to one thread: its results then do not depend on the number of cores or of
-    workers (OpenBLAS splits a product differently across threads, which can change the
-    last bits), and BLAS threads spinning on cores that other work holds can slow a pass
-    down tens of times. The batch threads are the parallelism here."""
-    limits = _threadpool_limits()
-    if limits is None:
-        yield
-        return
-    with limits(limits=1, user_api="blas"):
-        yield
 
 
 def _inputs_instead_of_data(tparam, shapes: dict):
