@@ -185,6 +185,19 @@ class _ConvBase(Layer):
         raise NotImplementedError
 
     def _backward_with(self, x, dy, weight, need_dx=True, need_dw=True, need_db=True):
+        """(dx or None, dweight or None, dbias or None) for top gradient ``dy``."""
+        xf, _ = self._flat(x)
+        dyf = dy.reshape((xf.shape[0],) + dy.shape[self.channel_axis:])
+        dx = dw = db = None
+        if need_dx or need_dw:
+            dx, dw = self._input_weight_grads(xf, dyf, weight, need_dx, need_dw)
+        if need_db:
+            db = dyf.reshape(dyf.shape[0], dyf.shape[1], -1).sum(axis=(0, 2))
+        if dx is not None:
+            dx = dx.reshape(x.shape)
+        return dx, dw, db
+
+    def _input_weight_grads(self, xf, dyf, weight, need_dx, need_dw):
         raise NotImplementedError
 
 
@@ -200,19 +213,8 @@ class ConvolutionLayer(_ConvBase):
         y = convolution(xf, weight, self.geom, self.group, self.xp, bias=bias)
         return y.reshape(lead + y.shape[1:])
 
-    def _backward_with(self, x, dy, weight, need_dx=True, need_dw=True, need_db=True):
-        """(dx or None, dweight or None, dbias or None) for top gradient ``dy``."""
-        xf, lead = self._flat(x)
-        dyf = dy.reshape((xf.shape[0],) + dy.shape[self.channel_axis:])
-        dx = dw = db = None
-        if need_dx or need_dw:
-            dx, dw = convolution_grad(xf, dyf, weight, self.geom, self.group, self.xp,
-                                      need_dx=need_dx, need_dw=need_dw)
-        if need_db:
-            db = dyf.reshape(dyf.shape[0], dyf.shape[1], -1).sum(axis=(0, 2))
-        if dx is not None:
-            dx = dx.reshape(x.shape)
-        return dx, dw, db
+    def _input_weight_grads(self, xf, dyf, weight, need_dx, need_dw):
+        return convolution_grad(xf, dyf, weight, self.geom, self.group, self.xp, need_dx=need_dx, need_dw=need_dw)
 
 
 @register("Deconvolution")
@@ -230,15 +232,6 @@ class DeconvolutionLayer(_ConvBase):
             y += self._bias_view(bias).astype(y.dtype, copy=False)
         return y.reshape(lead + y.shape[1:])
 
-    def _backward_with(self, x, dy, weight, need_dx=True, need_dw=True, need_db=True):
-        xf, lead = self._flat(x)
-        dyf = dy.reshape((xf.shape[0],) + dy.shape[self.channel_axis:])
-        dx = dw = db = None
-        if need_dx or need_dw:
-            dx, dw = convolution_transpose_grad(xf, dyf, weight, self.geom, self.group, self.xp,
-                                                need_dy=need_dx, need_dw=need_dw)
-        if need_db:
-            db = dyf.reshape(dyf.shape[0], dyf.shape[1], -1).sum(axis=(0, 2))
-        if dx is not None:
-            dx = dx.reshape(x.shape)
-        return dx, dw, db
+    def _input_weight_grads(self, xf, dyf, weight, need_dx, need_dw):
+        return convolution_transpose_grad(xf, dyf, weight, self.geom, self.group, self.xp,
+                                          need_dy=need_dx, need_dw=need_dw)
