@@ -68,7 +68,9 @@ def usage_error_line(exc: click.ClickException) -> str:
     return f"ristretto: error: {where + ': ' if where else ''}{message}; see '{ctx.command_path} --help'"
 
 
-def main(argv: list[str] | None = None) -> None:
+def run(argv: list[str] | None = None) -> int:
+    """Run one command line and return its exit status (0, 2 for bad input, 130 when
+    interrupted); errors become one line on stderr. Never raises SystemExit."""
     args = normalize_flag_spelling(list(sys.argv[1:] if argv is None else argv))
     # --debug works anywhere on the line (`ristretto info --debug ...` too).
     cut = args.index("--") if "--" in args else len(args)
@@ -76,29 +78,36 @@ def main(argv: list[str] | None = None) -> None:
     if debug:
         args = ["--debug"] + [a for a in args[:cut] if a != "--debug"] + args[cut:]
     try:
-        cli.main(args=args, prog_name="ristretto", standalone_mode=False)
-    except click.exceptions.Abort:
+        status = cli.main(args=args, prog_name="ristretto", standalone_mode=False)
+        return status if isinstance(status, int) else 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("ristretto: interrupted", err=True)
-        sys.exit(130)
+        return 130
     except click.exceptions.NoArgsIsHelpError as exc:
         exc.show()
-        sys.exit(2)
+        return 2
     except click.ClickException as exc:
         click.echo(usage_error_line(exc), err=True)
-        sys.exit(2)
+        return 2
     except RistrettoError as exc:
         if debug:
             traceback.print_exc()
         click.echo(f"ristretto: error: {exc}", err=True)
-        sys.exit(2)
+        return 2
     except MemoryError as exc:  # e.g. a batch or a layer far too large for this machine
         if debug:
             traceback.print_exc()
         click.echo(f"ristretto: error: out of memory{': ' + str(exc) if str(exc) else ''}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("ristretto: interrupted", err=True)
-        sys.exit(130)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: :func:`run`, exiting with its status when it is not 0."""
+    status = run(argv)
+    if status:
+        sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -29,3 +29,14 @@ def shared():
 @pytest.fixture
 def backend():
     return Backend(np, seed=0)
+
+
+def run_cli(args, capsys=None):
+    """`ristretto ARGS` in-process: the exit status, or (status, stdout, stderr) with ``capsys``."""
+    from ristretto_cli.cli import run
+
+    status = run([str(a) for a in args])
+    if capsys is None:
+        return status
+    out, err = capsys.readouterr()
+    return status, out, err

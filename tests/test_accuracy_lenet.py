@@ -11,20 +11,10 @@ import pytest
 from ristretto_cli.backend import one_blas_thread
 from ristretto_cli.cli import main
 
-from conftest import REPO, shared_path
+from conftest import REPO, run_cli, shared_path
 
 TRAIN_SOURCE = "examples/mnist/mnist_train_lmdb"
 TEST_SOURCE = "examples/mnist/mnist_test_lmdb"
-
-
-def run_cli(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _with_sources(prototxt, out, db):

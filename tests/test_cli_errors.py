@@ -15,10 +15,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ristretto_cli.cli import main
 from ristretto_cli.data.lmdb_io import make_datum, write_datums
 
 from conftest import REPO
+from conftest import run_cli as run
 
 GOOD_NET = '''name: "good"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 1 dim: 6 dim: 6 } } }
@@ -107,15 +107,6 @@ def f(tmp_path_factory):
     ns.solver_empty_db = _write(d / "solver_empty_db.prototxt", SOLVER.format(net=ns.data_empty, prefix=d / "s"))
     ns.solver_nodir = _write(d / "solver_nodir.prototxt", SOLVER.format(net=ns.data, prefix=f"{ns.nodir}/s"))
     return ns
-
-
-def run(args):
-    """`ristretto ARGS` in-process; the exit status."""
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
 
 
 def assert_one_line_error(code, err, *parts):

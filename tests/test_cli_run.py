@@ -23,22 +23,11 @@ from ristretto_cli.cli import cli, main
 from ristretto_cli.data.lmdb_io import make_datum, write_datums
 from ristretto_cli.loading import load_net
 
-from conftest import REPO, shared_path
+from conftest import REPO, run_cli, shared_path
 
 SCALE = 1 / 255
 BATCH = 4
 RECORDS = 8
-
-
-def run_cli(args, capsys):
-    """Run `ristretto ARGS` in-process; return (exit status, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def table_rows(text: str) -> dict[str, list[str]]:

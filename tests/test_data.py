@@ -12,9 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from conftest import run_cli as run_main
 from conftest import shared_path
 from ristretto_cli.backend import Backend
-from ristretto_cli.cli import cli, main
+from ristretto_cli.cli import cli
 from ristretto_cli.data import transform as T
 from ristretto_cli.data.converters import read_idx
 from ristretto_cli.data.layers import Prefetcher, read_image_list
@@ -39,15 +40,6 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def run_main(args) -> int:
-    """Exit status of ``ristretto ARGS`` through cli.main (the console script)."""
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
 
 
 def invoke(args):

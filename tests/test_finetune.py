@@ -13,12 +13,11 @@ from google.protobuf import text_format
 
 from ristretto_cli.backend import one_blas_thread
 from ristretto_cli.caffe.caffemodel import read_caffemodel
-from ristretto_cli.cli import main
 from ristretto_cli.data.lmdb_io import make_datum, write_datums
 from ristretto_cli.proto import caffe_pb2
 from ristretto_cli.solvers import Solver
 
-from conftest import shared_path
+from conftest import run_cli, shared_path
 
 NET = '''
 name: "blobs"
@@ -81,17 +80,6 @@ def setup(tmp_path):
         return str(solver)
 
     return write
-
-
-def run_cli(args, capsys):
-    """Run `ristretto ARGS`; return (exit status, stdout, stderr)."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_finetune_trains_snapshots_and_reports(setup, tmp_path, capsys):
