@@ -107,6 +107,14 @@ class Layer:
     def zero_diffs(self) -> None:
         self.diffs = [self.xp.zeros_like(b) for b in self.blobs]
 
+    def accumulate_param_diffs(self, *grads) -> None:
+        """Add one gradient per learnable blob (None: none) into ``self.diffs``."""
+        if len(self.diffs) != len(self.blobs):
+            self.zero_diffs()
+        for diff, grad in zip(self.diffs, grads):
+            if grad is not None:
+                diff += grad.reshape(diff.shape)
+
     def param_multipliers(self) -> list[tuple[float, float]]:
         """(lr_mult, decay_mult) per learnable blob, from ``param {}`` entries."""
         out = []

@@ -163,15 +163,6 @@ class _ConvBase(Layer):
             out.append(dx)
         return out
 
-    def accumulate_param_diffs(self, dw, db) -> None:
-        """Add weight / bias gradients (either may be None) into ``self.diffs``."""
-        if len(self.diffs) != len(self.blobs):
-            self.zero_diffs()
-        if dw is not None:
-            self.diffs[0] += dw.reshape(self.diffs[0].shape)
-        if db is not None:
-            self.diffs[1] += db.reshape(self.diffs[1].shape)
-
     # -- arithmetic ---------------------------------------------------------
     def _flat(self, x):
         """x as (N, C, *spatial), the leading axes before the channel axis flattened."""

@@ -81,14 +81,6 @@ class InnerProductLayer(Layer):
             dx = (dy2 @ (weight.T if self.transpose else weight)).reshape(x.shape)
         return dx, dw, db
 
-    def accumulate_param_diffs(self, dw, db) -> None:
-        if len(self.diffs) != len(self.blobs):
-            self.zero_diffs()
-        if dw is not None:
-            self.diffs[0] += dw.reshape(self.diffs[0].shape)
-        if db is not None:
-            self.diffs[1] += db.reshape(self.diffs[1].shape)
-
     def forward(self, bottoms):
         weight, bias = self.compute_params()
         return [self._forward_with(bottoms[0], weight, bias)]
