@@ -110,8 +110,29 @@ class _Source:
     def restart(self, rng: np.random.Generator | None) -> None:
         raise NotImplementedError
 
-    def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
+    def next_example(self) -> tuple[np.ndarray, float, str]:
+        """The next (C x H x W image, label, how to name it in an error)."""
         raise NotImplementedError
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        data = labels = None
+        first = None
+        for i in range(self.batch_size):
+            img, label, what = self.next_example()
+            x = self.transformer.transform(img, self.rng)
+            if data is None:
+                first = what
+                data = np.empty((self.batch_size,) + x.shape, dtype=np.float32)
+                labels = np.empty((self.batch_size,), dtype=np.float32)
+            elif x.shape != data.shape[1:]:
+                raise RistrettoError(
+                    f"{self.where}: {what} gives a {'x'.join(map(str, x.shape))} input, {first} gave "
+                    f"{'x'.join(map(str, data.shape[1:]))}; give every image one size (resize, new_height/"
+                    f"new_width or crop_size)"
+                )
+            data[i] = x
+            labels[i] = label
+        return data, labels
 
     def close(self) -> None:
         pass
@@ -139,25 +160,10 @@ class _DatumSource(_Source):
         datum = parse_datum(value, where=where)
         return datum_to_array(datum, self.color, where=where), float(datum.label)
 
-    def next_batch(self):
-        data = labels = None
-        first_shape = None
-        for i in range(self.batch_size):
-            key, value = next(self._it)
-            img, label = self.image(key, value)
-            x = self.transformer.transform(img, self.rng)
-            if data is None:
-                first_shape = img.shape
-                data = np.empty((self.batch_size,) + x.shape, dtype=np.float32)
-                labels = np.empty((self.batch_size,), dtype=np.float32)
-            elif x.shape != data.shape[1:]:
-                raise RistrettoError(
-                    f"{self.where}: record {key.decode('latin-1')!r} is {'x'.join(map(str, img.shape))}, "
-                    f"the batch started with {'x'.join(map(str, first_shape))}"
-                )
-            data[i] = x
-            labels[i] = label
-        return data, labels
+    def next_example(self):
+        key, value = next(self._it)
+        img, label = self.image(key, value)
+        return img, label, f"record {key.decode('latin-1')!r}"
 
     def close_iter(self):
         if self._it is not None:
@@ -212,28 +218,15 @@ class _ImageListSource(_Source):
             raise RistrettoError(f"{self.where}: {exc}") from None
         return hwc_to_chw(img)
 
-    def next_batch(self):
-        data = labels = None
-        for i in range(self.batch_size):
-            name, label = self.lines[self.order[self.pos]]
-            img = self.load(name)
-            x = self.transformer.transform(img, self.rng)
-            if data is None:
-                data = np.empty((self.batch_size,) + x.shape, dtype=np.float32)
-                labels = np.empty((self.batch_size,), dtype=np.float32)
-            elif x.shape != data.shape[1:]:
-                raise RistrettoError(
-                    f"{self.where}: image {name} gives a {'x'.join(map(str, x.shape))} input, the batch has "
-                    f"{'x'.join(map(str, data.shape[1:]))}; set new_height/new_width or crop_size"
-                )
-            data[i] = x
-            labels[i] = label
-            self.pos += 1
-            if self.pos >= len(self.lines):
-                self.pos = 0
-                if self.shuffle:
-                    self.order = [int(j) for j in self.rng.permutation(len(self.lines))]
-        return data, labels
+    def next_example(self):
+        name, label = self.lines[self.order[self.pos]]
+        img = self.load(name)
+        self.pos += 1
+        if self.pos >= len(self.lines):
+            self.pos = 0
+            if self.shuffle:
+                self.order = [int(j) for j in self.rng.permutation(len(self.lines))]
+        return img, label, f"image {name}"
 
 
 # --------------------------------------------------------------------------- layers
