@@ -266,21 +266,12 @@ class Slice(Layer):
         return [self.xp.concatenate(parts, axis=axis)]
 
 
-@register("Flatten")
-class Flatten(Layer):
-    """Merge axes ``axis`` .. ``end_axis`` into one (a view of the bottom)."""
+class _ViewLayer(Layer):
+    """A layer whose top is its bottom under the shape ``reshape`` gives: a view forward,
+    the top gradient viewed back backward."""
 
     num_bottoms = 1
     num_tops = 1
-
-    def reshape(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
-        p = self.param.flatten_param
-        start = canonical_axis(self, p.axis, len(shape))
-        end = canonical_axis(self, p.end_axis, len(shape), "end_axis")
-        if end + 1 < start:
-            raise self.error(f"end_axis {p.end_axis} comes before axis {p.axis}")
-        return [shape[:start] + (_count(shape, start, end + 1),) + shape[end + 1:]]
 
     def forward(self, bottoms):
         return [bottoms[0].reshape(self.reshape([bottoms[0].shape])[0])]
@@ -291,13 +282,24 @@ class Flatten(Layer):
         return [top_diffs[0].reshape(bottoms[0].shape)]
 
 
+@register("Flatten")
+class Flatten(_ViewLayer):
+    """Merge axes ``axis`` .. ``end_axis`` into one (a view of the bottom)."""
+
+    def reshape(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        p = self.param.flatten_param
+        start = canonical_axis(self, p.axis, len(shape))
+        end = canonical_axis(self, p.end_axis, len(shape), "end_axis")
+        if end + 1 < start:
+            raise self.error(f"end_axis {p.end_axis} comes before axis {p.axis}")
+        return [shape[:start] + (_count(shape, start, end + 1),) + shape[end + 1:]]
+
+
 @register("Reshape")
-class Reshape(Layer):
+class Reshape(_ViewLayer):
     """New shape for the same data: 0 copies a bottom dimension, -1 is inferred; ``axis``/``num_axes``
     choose the range of bottom axes that ``shape`` replaces."""
-
-    num_bottoms = 1
-    num_tops = 1
 
     def setup(self, bottom_shapes):
         dims = list(self.param.reshape_param.shape.dim)
@@ -344,13 +346,6 @@ class Reshape(Layer):
             raise self.error(f"output shape {tuple(top)} has {_count(top)} elements, bottom {shape} has {count}")
         return [tuple(int(d) for d in top)]
 
-    def forward(self, bottoms):
-        return [bottoms[0].reshape(self.reshape([bottoms[0].shape])[0])]
-
-    def backward(self, top_diffs, bottoms, tops, propagate_down):
-        if not propagate_down[0] or top_diffs[0] is None:
-            return [None]
-        return [top_diffs[0].reshape(bottoms[0].shape)]
 
 
 @register("Crop")
