@@ -10,7 +10,7 @@ test:
 
 # Regenerate the protobuf module from the schema (tests fail when it is stale).
 proto:
-	$(PYTHON) -m grpc_tools.protoc -Iristretto_cli/proto --python_out=ristretto_cli/proto ristretto_cli/proto/caffe.proto
+	$(PYTHON) -m grpc_tools.protoc -Iproto --python_out=proto proto/caffe.proto
 
 demo:
 	ristretto demo

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 
-from .common import REPO, emit, peak_rss_mb
+from .common import REPO, SHARED, emit, peak_rss_mb
 
 ORIGINAL_REFERENCE_S = 184.0  # dynamic fixed point, iterations 100, LeNet, 2 cores (from the issue)
 
@@ -35,9 +35,9 @@ def main(argv=None) -> None:
             return
         emit(json.loads(out.stdout.strip().splitlines()[-1]))
         return
-    from ristretto_cli.search import _shared_root, bench_lenet
+    from .lenet import bench_lenet
 
-    root = _shared_root()
+    root = SHARED
     needed = [root / "data" / "mnist" / "t10k-images-idx3-ubyte.gz",
               root / "data" / "mnist" / "train-images-idx3-ubyte.gz",
               root / "data" / "caffemodels" / "lenet_v2" / "lenet_iter_10000.caffemodel",

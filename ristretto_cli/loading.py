@@ -27,7 +27,7 @@ def load_net(model: str, weights=None, phase="TEST", backend: Backend | None = N
     if not net.layers:
         raise RistrettoError(f"{model}: no layer is included in the {str(phase).upper()} phase")
     if weights and not net.load_weights(weights) and any(layer.blobs for layer in net.layers):
-        from .ui import log
+        from .commands.ui import log
 
         log(f"warning: no layer of {weights} matches a layer name of {model}; the weights are the fillers'")
     return net

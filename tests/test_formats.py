@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ristretto_cli.errors import RistrettoError
-from ristretto_cli.quant import (FormatError, Rounding, fixed_point_grid, minifloat_max, minifloat_min,
+from ristretto_cli.formats import (FormatError, Rounding, fixed_point_grid, minifloat_max, minifloat_min,
                                  trim_fixed_point, trim_minifloat, trim_pow2)
-from ristretto_cli.quant.formats import minifloat_bias
+from ristretto_cli.formats.trim import minifloat_bias
 
 DETERMINISTIC = [r for r in Rounding if r != Rounding.STOCHASTIC]
 f32 = np.float32
@@ -338,7 +338,7 @@ def _awkward(n, dtype):
 def test_fixed_point_blocks_in_place_equal_the_ldexp_formula(dtype, bw, fl):
     """Large arrays go through cache-sized blocks, multiplying by 2^fl instead of ldexp;
     same values as the plain formula, also written in place and into a strided view."""
-    from ristretto_cli.quant import formats
+    from ristretto_cli.formats import trim as formats
 
     x = _awkward(formats.CPU_BLOCK + 1000, dtype)
     for rounding in DETERMINISTIC:
@@ -363,7 +363,7 @@ def test_minifloat_bit_path_equals_the_formula(m, e, sat):
     """float32 NEAREST goes through the rounding on the bits, in blocks, with the rare
     saturating / NaN / inf elements sent through the element-wise formula: the same bits
     as the formula everywhere, in place and into a strided view too."""
-    from ristretto_cli.quant import formats
+    from ristretto_cli.formats import trim as formats
 
     rng = np.random.default_rng(11)
     n = formats.CPU_BLOCK + 777

@@ -37,7 +37,7 @@ def _run_case(shared_path, case, variant):
     expected_dir = folder / f"expected_{variant}"
     param = read_net(str(folder / "net.prototxt"))
     if variant == "cpu":
-        from ristretto_cli.quant import Precision, Rounding
+        from ristretto_cli.formats import Precision, Rounding
 
         ristretto = [lp for lp in param.layer if lp.type in RISTRETTO_TYPES]
         if any(lp.quantization_param.precision != Precision.DYNAMIC_FIXED_POINT for lp in ristretto):

@@ -18,7 +18,7 @@ from ristretto_cli.caffe import original_schema
 from ristretto_cli.errors import RistrettoError
 from ristretto_cli.proto import caffe_pb2
 
-PROTO_DIR = REPO / "ristretto_cli" / "proto"
+PROTO_DIR = REPO / "proto"
 PINNED_GRPC_TOOLS = "1.85.1"  # setup.cfg [options.extras_require] test
 
 
@@ -44,7 +44,7 @@ def test_generated_descriptor_matches_schema(tmp_path):
     _protoc(tmp_path, f"--python_out={tmp_path}")
     fresh = _embedded_descriptor((tmp_path / "caffe_pb2.py").read_text())
     committed = _embedded_descriptor((PROTO_DIR / "caffe_pb2.py").read_text())
-    assert committed == fresh, "ristretto_cli/proto/caffe_pb2.py is stale: run `make proto` and commit it"
+    assert committed == fresh, "proto/caffe_pb2.py is stale: run `make proto` and commit it"
 
 
 def test_generated_module_is_byte_identical(tmp_path):
@@ -56,7 +56,7 @@ def test_generated_module_is_byte_identical(tmp_path):
     _protoc(tmp_path, f"--python_out={tmp_path}")
     fresh = (tmp_path / "caffe_pb2.py").read_text()
     committed = (PROTO_DIR / "caffe_pb2.py").read_text()
-    assert committed == fresh, "ristretto_cli/proto/caffe_pb2.py is stale: run `make proto` and commit it"
+    assert committed == fresh, "proto/caffe_pb2.py is stale: run `make proto` and commit it"
 
 
 # -- the wire contract -----------------------------------------------------------------

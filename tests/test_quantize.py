@@ -298,7 +298,7 @@ def tiny(tmp_path_factory):
 def _independent_score(model, weights, cand, lengths, iterations):
     """Score a candidate the plain way: its own net, its own data layer, every layer."""
     from ristretto_cli.caffe.prototxt import read_net
-    from ristretto_cli.evaluate import score
+    from ristretto_cli.net.scoring import score
     from ristretto_cli.net import Net
 
     net = Net(rewrite_net(read_net(model), cand, lengths), "TEST")
@@ -317,7 +317,7 @@ def _candidate_from_json(cfg):
 
 
 def test_tiny_search_scores_and_choices_match_plain_evaluation(tiny):
-    from ristretto_cli.search import quantize
+    from ristretto_cli.quantize.procedure import quantize
 
     model, weights, d = tiny
     out = quantize(model, weights, str(d / "q.prototxt"), "dynamic_fixed_point", iterations=TINY_BATCHES,
@@ -344,7 +344,7 @@ def test_tiny_search_scores_and_choices_match_plain_evaluation(tiny):
 
 
 def test_tiny_cache_and_reread_agree(tiny):
-    from ristretto_cli.search import quantize
+    from ristretto_cli.quantize.procedure import quantize
 
     model, weights, d = tiny
     runs = {}

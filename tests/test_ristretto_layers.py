@@ -14,14 +14,14 @@ from ristretto_cli.backend import Backend
 from ristretto_cli.errors import RistrettoError
 from ristretto_cli.layers import LAYER_TYPES, TEST, TRAIN, create_layer, load_all
 from ristretto_cli.proto import caffe_pb2
-from ristretto_cli.quant import Rounding, trim_fixed_point, trim_minifloat, trim_pow2
+from ristretto_cli.formats import Rounding, trim_fixed_point, trim_minifloat, trim_pow2
 
 f32 = np.float32
 
 
 def need(*types):
     load_all()
-    import ristretto_cli.quant.layers  # noqa: F401  (registers the Ristretto types)
+    import ristretto_cli.layers.ristretto  # noqa: F401  (registers the Ristretto types)
 
     missing = [t for t in types if t not in LAYER_TYPES or LAYER_TYPES[t].__name__.startswith("Missing")]
     if missing:

@@ -1,6 +1,6 @@
 """The schema the original Caffe-Ristretto knows: ours without the "ristretto extension" lines.
 
-``ristretto_cli/proto/caffe.proto`` marks every addition of ours with the comment
+``proto/caffe.proto`` marks every addition of ours with the comment
 tag ``ristretto extension`` on the declaring line (extra Rounding values, fields
 numbered >= 1000 in QuantizationParameter). This module finds those lines, removes
 the declarations from a copy of the compiled FileDescriptorProto, and builds the

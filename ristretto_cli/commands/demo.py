@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .. import ui
+from . import ui
 
 
 @click.command("demo")

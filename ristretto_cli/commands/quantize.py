@@ -40,7 +40,7 @@ def quantize(model, weights, model_quantized, trimming_mode, iterations, error_m
     """Find the smallest bit widths that keep the score within the error margin and
     write the quantized net (then fine-tune it)."""
     from ..loading import check_output_path
-    from ..search import parse_widths, quantize as run_quantize
+    from ..quantize.procedure import parse_widths, quantize as run_quantize
 
     # before the search, not after it: outputs must be writable and must not replace an input
     check_output_path(model_quantized, [model, weights], "--model-quantized")

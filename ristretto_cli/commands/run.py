@@ -8,11 +8,11 @@ import zipfile
 import click
 import numpy as np
 
-from .. import ui
+from . import ui
 from ..backend import get_backend
 from ..caffe.atomic import atomic_write_bytes
 from ..errors import RistrettoError
-from ..evaluate import score
+from ..net.scoring import score
 from ..loading import check_output_path, load_net, read_npy
 from .options import gpu_option, iterations_option, model_option, phase_option, seed_option, weights_option
 

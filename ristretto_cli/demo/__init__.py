@@ -61,7 +61,7 @@ def write_digit_lmdbs(workdir: Path, seed: int = 0) -> tuple[Path, Path]:
 
 
 def _accuracy(model: Path, weights: Path) -> float:
-    from ..evaluate import score
+    from ..net.scoring import score
     from ..loading import load_net
 
     net = load_net(str(model), str(weights), "TEST")
@@ -75,7 +75,7 @@ def _accuracy(model: Path, weights: Path) -> float:
 
 def run_demo(workdir: str | Path = "runs/demo", train_iters: int = 1500, finetune_iters: int = 500,
              error_margin: float = 1.0, trimming_mode: str = "dynamic_fixed_point", log=print) -> DemoResult:
-    from ..search import quantize
+    from ..quantize.procedure import quantize
     from ..solvers.solver import Solver
 
     workdir = Path(workdir)

@@ -13,7 +13,7 @@ _MODULES = (
     "ristretto_cli.layers.normalization",
     "ristretto_cli.layers.inputs",
     "ristretto_cli.data.layers",
-    "ristretto_cli.quant.layers",
+    "ristretto_cli.layers.ristretto",
 )
 _loaded = False
 

@@ -84,7 +84,7 @@ def summary_tables(result: SearchResult) -> list[tuple[str, list[str], list[list
 
 
 def print_summary(result: SearchResult, memory: dict | None = None, console=None) -> None:
-    from .. import ui
+    from ..commands import ui
 
     for title, columns, rows in summary_tables(result):
         if memory is not None and title.startswith("Quantized net"):

@@ -403,7 +403,7 @@ def _trim_weights_once(nets) -> None:
     """Trim each Ristretto layer's weights once for all batches (TEST phase, deterministic
     rounding): the weights do not change during the search, the per-batch trim would
     redo the same work. Layers that lack this interface are left alone."""
-    from ..quant.rounding import Rounding
+    from ..formats.rounding import Rounding
 
     cache: dict[str, list] = {}
     for net in nets:

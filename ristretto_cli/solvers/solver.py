@@ -35,12 +35,12 @@ from typing import Callable
 
 from rich.markup import escape
 
-from .. import ui
+from ..commands import ui
 from ..backend import Backend, get_backend
 from ..caffe.caffemodel import write_caffemodel
 from ..caffe.prototxt import read_net, read_solver, resolve_path
 from ..errors import RistrettoError
-from ..evaluate import score
+from ..net.scoring import score
 from ..net import Net
 from ..proto import caffe_pb2
 from . import snapshot as snap

@@ -19,7 +19,7 @@ import dataclasses
 from dataclasses import dataclass
 from enum import IntEnum
 
-from . import formats
+from . import trim
 from .rounding import FormatError, Rounding, as_rounding
 
 
@@ -102,16 +102,16 @@ class QuantConfig:
         if p == Precision.DYNAMIC_FIXED_POINT:
             for site in ("layer_in", "layer_out", "params"):
                 try:
-                    formats.check_fixed_point(getattr(self, f"bw_{site}"), getattr(self, f"fl_{site}"))
+                    trim.check_fixed_point(getattr(self, f"bw_{site}"), getattr(self, f"fl_{site}"))
                 except FormatError as exc:
                     raise FormatError(f"bw_{site}/fl_{site}: {exc}") from None
         elif p == Precision.MINIFLOAT:
-            formats.check_minifloat(self.mant_bits, self.exp_bits)
+            trim.check_minifloat(self.mant_bits, self.exp_bits)
         elif p == Precision.INTEGER_POWER_OF_2_WEIGHTS:
-            formats.check_pow2(self.exp_min, self.exp_max)
+            trim.check_pow2(self.exp_min, self.exp_max)
             for site in ("layer_in", "layer_out"):
                 try:
-                    formats.check_fixed_point(getattr(self, f"bw_{site}"), getattr(self, f"fl_{site}"))
+                    trim.check_fixed_point(getattr(self, f"bw_{site}"), getattr(self, f"fl_{site}"))
                 except FormatError as exc:
                     raise FormatError(f"bw_{site}/fl_{site}: {exc}") from None
         return self
@@ -119,9 +119,9 @@ class QuantConfig:
     # -- the four trim sites ----------------------------------------------
     def _trim_activation(self, x, bw, fl, rounding, rng):
         if self.precision == Precision.MINIFLOAT:
-            return formats.trim_minifloat(x, self.mant_bits, self.exp_bits, rounding, rng,
+            return trim.trim_minifloat(x, self.mant_bits, self.exp_bits, rounding, rng,
                                           self.saturate_after_rounding)
-        return formats.trim_fixed_point(x, bw, fl, rounding, rng)
+        return trim.trim_fixed_point(x, bw, fl, rounding, rng)
 
     def trim_input(self, x, rounding=None, rng=None):
         """A layer input in this layer's activation format (new array)."""
@@ -137,11 +137,11 @@ class QuantConfig:
         """Weights in the parameter format (new array)."""
         r = self.rounding_scheme if rounding is None else rounding
         if self.precision == Precision.MINIFLOAT:
-            return formats.trim_minifloat(w, self.mant_bits, self.exp_bits, r, rng,
+            return trim.trim_minifloat(w, self.mant_bits, self.exp_bits, r, rng,
                                           self.saturate_after_rounding)
         if self.precision == Precision.INTEGER_POWER_OF_2_WEIGHTS:
-            return formats.trim_pow2(w, self.exp_min, self.exp_max, r, rng)
-        return formats.trim_fixed_point(w, self.bw_params, self.fl_params, r, rng)
+            return trim.trim_pow2(w, self.exp_min, self.exp_max, r, rng)
+        return trim.trim_fixed_point(w, self.bw_params, self.fl_params, r, rng)
 
     def trim_bias(self, b, rounding=None, rng=None):
         """Bias in the weights' format; power-of-two layers leave it as it is (same array)."""

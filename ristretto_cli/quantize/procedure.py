@@ -4,26 +4,23 @@
 (same candidates in the same order, same stopping rule, same fields in the
 written prototxt) but scores candidates on cached batches and starts each forward
 at the first layer the candidate changes (see :mod:`ristretto_cli.quantize.runner`).
-:func:`bench_lenet` times it on LeNet / MNIST for `make bench`.
 """
 from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from .errors import RistrettoError
-from .quantize import choose, observe
-from .quantize.choose import DFP_WIDTHS, SearchResult
-from .quantize.observe import STAT_BATCHES
-from .quantize.report import parameter_memory, print_summary, report_json
-from .quantize.rewrite import (DYNAMIC_FIXED_POINT, MINIFLOAT, MODES, POWER_OF_2, changed_layers, dfp,
+from ..errors import RistrettoError
+from . import choose, observe
+from .choose import DFP_WIDTHS, SearchResult
+from .observe import STAT_BATCHES
+from .report import parameter_memory, print_summary, report_json
+from .rewrite import (DYNAMIC_FIXED_POINT, MINIFLOAT, MODES, POWER_OF_2, changed_layers, dfp,
                                minifloat, power_of_2, ristretto_layers, rewrite_net)
-from .backend import one_blas_thread
-from .quantize.runner import CandidateRunner
+from ..backend import one_blas_thread
+from .runner import CandidateRunner
 
 DEFAULT_ITERATIONS = 50      # the original's --iterations
 DEFAULT_ERROR_MARGIN = 2.0   # the original's --error_margin, in percent
@@ -139,10 +136,10 @@ def quantize(model: str, weights: str | None, model_quantized: str, trimming_mod
     ``threads`` scores batches in parallel (None: one per core on the CPU); the
     scores do not depend on it.
     """
-    from . import ui
-    from .backend import get_backend
-    from .caffe.prototxt import read_net, write_text
-    from .net import Net
+    from ..commands import ui
+    from ..backend import get_backend
+    from ..caffe.prototxt import read_net, write_text
+    from ..net import Net
 
     t_start = time.perf_counter()
     check_settings(trimming_mode, iterations, error_margin, widths, exp_min, exp_max, activation_bits)
@@ -227,7 +224,7 @@ def quantize(model: str, weights: str | None, model_quantized: str, trimming_mod
 def _train_net(param, model, weights, float_net):
     """The TRAIN-phase float net with the same weights (shared arrays where the layer
     exists in the TEST net too)."""
-    from .net import Net
+    from ..net import Net
 
     try:
         train_net = Net(param, phase="TRAIN", backend=float_net.backend, source=model)
@@ -256,63 +253,3 @@ def _close_data(net) -> None:
                 layer.close()
             except Exception:  # pragma: no cover - best effort
                 pass
-
-
-# ----------------------------------------------------------------------------- bench
-
-def _shared_root() -> Path:
-    return Path(os.environ.get("RISTRETTO_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-
-
-def lenet_with_sources(test_lmdb: str, train_lmdb: str) -> str:
-    """The zoo's lenet_train_test.prototxt text with its two LMDB sources replaced."""
-    text = (_shared_root() / "zoo" / "lenet" / "lenet_train_test.prototxt").read_text()
-    text = text.replace("examples/mnist/mnist_train_lmdb", str(train_lmdb))
-    return text.replace("examples/mnist/mnist_test_lmdb", str(test_lmdb))
-
-
-def make_lenet_workdir(workdir: str, train_records: int | None = 640,
-                       test_records: int | None = None) -> tuple[str, str]:
-    """MNIST LMDBs (t10k for TEST, the first ``train_records`` training images for the
-    statistics) and a LeNet prototxt that reads them. Returns (model, weights)."""
-    from .data.converters import convert_mnist
-
-    mnist = _shared_root() / "data" / "mnist"
-    wd = Path(workdir)
-    test_db, train_db = wd / "mnist_test_lmdb", wd / "mnist_train_lmdb"
-    if not test_db.exists():
-        convert_mnist(mnist / "t10k-images-idx3-ubyte.gz", mnist / "t10k-labels-idx1-ubyte.gz", test_db,
-                      limit=test_records, quiet=True)
-    if not train_db.exists():
-        convert_mnist(mnist / "train-images-idx3-ubyte.gz", mnist / "train-labels-idx1-ubyte.gz", train_db,
-                      limit=train_records, quiet=True)
-    model = wd / "lenet_train_test.prototxt"
-    model.write_text(lenet_with_sources(str(test_db), str(train_db)))
-    weights = _shared_root() / "data" / "caffemodels" / "lenet_v2" / "lenet_iter_10000.caffemodel"
-    return str(model), str(weights)
-
-
-def bench_lenet(iterations: int = 100, trimming_mode: str = DYNAMIC_FIXED_POINT, workdir: str | None = None,
-                gpu: int | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES, threads: int | None = None) -> dict:
-    """Quantize LeNet (trained weights from ../shared) on MNIST t10k and time it.
-
-    Returns {wall_s, layer_forwards, original_layer_forwards, choices, baseline,
-    final_score, iterations, trimming_mode}. wall_s covers the search only, not
-    building the LMDBs. The original needs ~184 s on 2 cores for dynamic fixed
-    point with iterations=100.
-    """
-    with tempfile.TemporaryDirectory(prefix="ristretto-bench-") as tmp:
-        wd = workdir or tmp
-        model, weights = make_lenet_workdir(wd)
-        out = os.path.join(wd, "lenet_quantized.prototxt")
-        t0 = time.perf_counter()
-        outcome = quantize(model, weights, out, trimming_mode, iterations=iterations, gpu=gpu,
-                           cache_bytes=cache_bytes, show=False, threads=threads)
-        wall = time.perf_counter() - t0
-    rep = outcome.report
-    return {"wall_s": wall, "layer_forwards": rep["layer_forwards"],
-            "original_layer_forwards": rep["original_layer_forwards"], "choices": rep["chosen"],
-            "baseline": rep["baseline"], "final_score": rep["final"]["score"],
-            "candidates": [(c["category"], c["bit_width"], c["score"]) for c in rep["candidates"]],
-            "iterations": iterations, "trimming_mode": trimming_mode, "threads": rep["threads"],
-            "batch_cache": rep["batch_cache"]}

@@ -24,10 +24,10 @@ from __future__ import annotations
 import importlib
 
 from ..errors import RistrettoError
-from ..layers.base import LAYER_TYPES, TEST, Layer, register
-from .config import Precision, QuantConfig
-from .formats import trim_fixed_point, trim_minifloat
-from .rounding import FormatError, Rounding
+from .base import LAYER_TYPES, TEST, Layer, register
+from ..formats.config import Precision, QuantConfig
+from ..formats.trim import trim_fixed_point, trim_minifloat
+from ..formats.rounding import FormatError, Rounding
 
 # Modules that register the float layers we wrap (whichever of them exist).
 _FLOAT_MODULES = (

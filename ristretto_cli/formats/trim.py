@@ -4,7 +4,7 @@ Each ``trim_*`` function takes an array (NumPy or CuPy; the module is found from
 the array), returns a new array of the same shape and floating dtype, and never
 modifies its input. float32 in, float32 out; float64 inputs (gradient checks)
 are trimmed to the same values and stay float64. Rounding ``R`` is one of
-:class:`~ristretto_cli.quant.rounding.Rounding`; STOCHASTIC needs ``rng``.
+:class:`~ristretto_cli.formats.rounding.Rounding`; STOCHASTIC needs ``rng``.
 
 These follow the original's CUDA kernels (the path the paper's numbers came
 from), which ``../shared/golden`` reproduces bit for bit.

@@ -1,11 +1,11 @@
 """Number formats (pure functions on NumPy/CuPy arrays) and the Ristretto layers.
 
-``ristretto_cli.quant.layers`` registers ConvolutionRistretto, FcRistretto,
+``ristretto_cli.layers.ristretto`` registers ConvolutionRistretto, FcRistretto,
 DeconvolutionRistretto and LRNRistretto; it is imported by the layer registry
 (``ristretto_cli.layers.load_all``), not here, to keep this package import light.
 """
 from .config import Precision, QuantConfig
-from .formats import (fixed_point_grid, minifloat_bias, minifloat_max, minifloat_min, trim_fixed_point,
+from .trim import (fixed_point_grid, minifloat_bias, minifloat_max, minifloat_min, trim_fixed_point,
                       trim_minifloat, trim_pow2)
 from .rounding import FormatError, Rounding, array_module, round_to_integer
 

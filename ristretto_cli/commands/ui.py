@@ -72,7 +72,7 @@ def write_json(path: str, data) -> None:
     if path == "-":
         sys.stdout.write(text + "\n")
         return
-    from .caffe.atomic import atomic_write_bytes
+    from ..caffe.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, (text + "\n").encode())
 
