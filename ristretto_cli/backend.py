@@ -3,6 +3,11 @@
 NumPy is always available; CuPy is used when a GPU is requested and importable.
 The random generator lives here too, so a seed makes fillers, dropout, stochastic
 rounding and data shuffling reproducible on either backend.
+
+This is the one module that imports ``cupy`` / ``cupyx`` and the one place that asks
+"which array module is this?": :func:`array_module`, :func:`is_numpy`,
+:func:`scatter_add` and :func:`synchronize` serve the rest of the package, which
+only ever sees ``xp``. It imports nothing of the library but :mod:`.errors`.
 """
 from __future__ import annotations
 
@@ -14,25 +19,60 @@ from threadpoolctl import threadpool_limits
 from .errors import RistrettoError
 
 
+def array_module(x):
+    """NumPy or CuPy, whichever ``x`` belongs to (NumPy for scalars and lists)."""
+    if type(x).__module__.startswith("cupy"):
+        import cupy
+
+        return cupy
+    return np
+
+
+def is_numpy(xp) -> bool:
+    """Whether the array module ``xp`` is NumPy (host memory), not CuPy."""
+    return xp is np or getattr(xp, "__name__", "") == "numpy"
+
+
+def scatter_add(dst, index, values) -> None:
+    """``dst[index] += values`` in place, adding repeated indices once each
+    (``np.add.at``; ``cupyx.scatter_add`` where CuPy lacks ``ufunc.at``)."""
+    xp = array_module(dst)
+    at = getattr(xp.add, "at", None)
+    if at is not None:
+        at(dst, index, values)
+    else:  # pragma: no cover - CuPy without ufunc.at
+        import cupyx
+
+        cupyx.scatter_add(dst, index, values)
+
+
+def synchronize(backend_or_xp) -> None:
+    """Wait until the device has finished the work queued so far (no-op on NumPy), so
+    that a host clock read afterwards times the device work."""
+    xp = getattr(backend_or_xp, "xp", backend_or_xp)
+    if not is_numpy(xp):
+        xp.cuda.Stream.null.synchronize()
+
+
 class Backend:
     """One array module (``xp``) plus a seeded random generator."""
 
     def __init__(self, xp=np, seed: int | None = None, device: int | None = None):
         self.xp = xp
         self.device = device
-        self.name = "cupy" if xp is not np else "numpy"
+        self.name = "numpy" if is_numpy(xp) else "cupy"
         self.seed(seed)
 
     def seed(self, seed: int | None) -> None:
         """Reseed the generator (None: from the OS)."""
-        self.rng = self.xp.random.default_rng(seed) if self.xp is np else self.xp.random.default_rng(seed)
+        self.rng = self.xp.random.default_rng(seed)
 
     def asarray(self, a, dtype=None):
         return self.xp.asarray(a, dtype=dtype)
 
     def to_numpy(self, a) -> np.ndarray:
         """Bring an array back to host memory as NumPy."""
-        if self.xp is np:
+        if is_numpy(self.xp):
             return np.asarray(a)
         return self.xp.asnumpy(a)
 

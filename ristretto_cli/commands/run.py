@@ -1,6 +1,7 @@
 """Commands that run a net as it is: benchmark (test), forward, init, info, time."""
 from __future__ import annotations
 
+import functools
 import io
 import time as _time
 import zipfile
@@ -9,7 +10,7 @@ import click
 import numpy as np
 
 from . import ui
-from ..backend import get_backend
+from ..backend import get_backend, synchronize
 from ..caffe.atomic import atomic_write_bytes
 from ..errors import RistrettoError
 from ..net.scoring import score
@@ -187,7 +188,7 @@ def time_cmd(model, weights, iterations, phase, gpu):
     net = load_net(model, weights, phase, backend)
     fwd = np.zeros(len(net.layers))
     clock = _time.perf_counter
-    sync = (lambda: backend.xp.cuda.Stream.null.synchronize()) if backend.name == "cupy" else (lambda: None)
+    sync = functools.partial(synchronize, backend)
     stamps = {}
 
     def on_layer(i, layer, names, tops):

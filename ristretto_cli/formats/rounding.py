@@ -47,18 +47,6 @@ def as_rounding(value) -> Rounding:
                           f"{', '.join(f'{r.name}={int(r)}' for r in Rounding)}") from None
 
 
-def array_module(x):
-    """NumPy or CuPy, whichever ``x`` belongs to (NumPy for scalars and lists)."""
-    mod = type(x).__module__
-    if mod.startswith("cupy"):
-        import cupy
-
-        return cupy
-    import numpy
-
-    return numpy
-
-
 def round_to_integer(v, rounding, xp, rng=None):
     """R(v): every element of the float array ``v`` rounded to an integer value.
 

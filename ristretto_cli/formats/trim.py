@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import math
 
-from .rounding import FormatError, Rounding, array_module, as_rounding, round_to_integer
+from ..backend import array_module, is_numpy
+from .rounding import FormatError, Rounding, as_rounding, round_to_integer
 
 __all__ = [
     "FormatError", "Rounding", "check_fixed_point", "check_minifloat", "check_pow2",
@@ -146,7 +147,7 @@ def _scale(xp, v, e: int, out=None):
 def _block_pairs(xp, x, out):
     """(input, output) pairs of flat blocks of ``CPU_BLOCK`` elements (NumPy, contiguous
     arrays), else the whole arrays as one pair."""
-    if xp.__name__ != "numpy" or x.size <= CPU_BLOCK or not (x.flags.c_contiguous and out.flags.c_contiguous):
+    if not is_numpy(xp) or x.size <= CPU_BLOCK or not (x.flags.c_contiguous and out.flags.c_contiguous):
         return [(x, out)]
     xf, of = x.reshape(-1), out.reshape(-1)
     return [(xf[i:i + CPU_BLOCK], of[i:i + CPU_BLOCK]) for i in range(0, xf.size, CPU_BLOCK)]

@@ -19,6 +19,8 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from ..backend import is_numpy
+
 #: bytes of column buffer per chunk on the CPU; large on the GPU
 CPU_CHUNK_BYTES = 1 << 20
 GPU_CHUNK_BYTES = 1 << 30
@@ -39,12 +41,8 @@ def as_strided(xp, a, shape, strides):
     return stride_tricks(xp).as_strided(a, shape=tuple(shape), strides=tuple(strides))
 
 
-def _is_numpy(xp) -> bool:
-    return getattr(xp, "__name__", "") == "numpy"
-
-
 def chunk_budget(xp) -> int:
-    return CPU_CHUNK_BYTES if _is_numpy(xp) else GPU_CHUNK_BYTES
+    return CPU_CHUNK_BYTES if is_numpy(xp) else GPU_CHUNK_BYTES
 
 
 def batch_chunks(n: int, bytes_per_item: int, budget: int):
@@ -169,7 +167,7 @@ def _copy_strided(dst, base, shape, strides, run: int, step: int, xp) -> None:
     copied as ONE element of a ``run * itemsize``-byte void type: NumPy then moves whole
     runs instead of iterating over short rows (the bytes, so the values, are the same)."""
     item = base.dtype.itemsize
-    if (_is_numpy(xp) and step == item and base.flags.c_contiguous and dst.flags.c_contiguous
+    if (is_numpy(xp) and step == item and base.flags.c_contiguous and dst.flags.c_contiguous
             and all(st >= 0 for st in strides)):
         unit = xp.dtype((xp.void, run * item))
         src = xp.ndarray(shape, dtype=unit, buffer=base, offset=0, strides=strides)

@@ -18,15 +18,12 @@ and :meth:`_backward_with` (explicit scale).
 """
 from __future__ import annotations
 
+from ..backend import is_numpy
 from .base import Layer, register
 
 ACROSS_CHANNELS, WITHIN_CHANNEL = 0, 1
 #: bytes of input per block of elementwise work on the CPU
 LRN_BLOCK_BYTES = 256 << 10
-
-
-def _is_numpy(xp) -> bool:
-    return getattr(xp, "__name__", "") == "numpy"
 
 
 def negative_power(xp, s, beta: float):
@@ -147,7 +144,7 @@ class LRNLayer(Layer):
         ``LRN_BLOCK_BYTES`` (whole samples / row bands across channels, whole planes within),
         so that the dozen elementwise passes run in cache. One block on a GPU."""
         n, c, h, w = shape
-        if not _is_numpy(self.xp):
+        if not is_numpy(self.xp):
             return [(slice(None),)]
         budget = LRN_BLOCK_BYTES
         if self.norm_region == ACROSS_CHANNELS:

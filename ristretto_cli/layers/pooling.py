@@ -16,23 +16,13 @@ from __future__ import annotations
 
 import itertools
 
+from ..backend import scatter_add
 from .base import TRAIN, Layer, register
 from .im2col import pad_spatial
 
 MAX, AVE, STOCHASTIC = 0, 1, 2
 FLT_MAX = 3.4028234663852886e38  # Caffe initialises MAX pooling with -FLT_MAX in every dtype
 FLT_MIN = 1.1754943508222875e-38
-
-
-def scatter_add(xp, dst, index, values):
-    """dst[index] += values, adding repeated indices (np.add.at / cupyx.scatter_add)."""
-    at = getattr(xp.add, "at", None)
-    if at is not None:
-        at(dst, index, values)
-    else:  # pragma: no cover - CuPy without ufunc.at
-        import cupyx
-
-        cupyx.scatter_add(dst, index, values)
 
 
 def pooled_size(size: int, kernel: int, stride: int, pad: int, clip: bool) -> int:
@@ -352,9 +342,9 @@ class PoolingLayer(Layer):
         dpad = xp.zeros(n * c * hp * wp, dtype=dy.dtype)
         if bool((idx < 0).any()):
             keep = idx >= 0
-            scatter_add(xp, dpad, target[keep], dy[keep])
+            scatter_add(dpad, target[keep], dy[keep])
         else:
-            scatter_add(xp, dpad, target.reshape(-1), dy.reshape(-1))
+            scatter_add(dpad, target.reshape(-1), dy.reshape(-1))
         return self._crop(dpad.reshape(padded_shape), x, pad)
 
     def _ave_backward(self, x, dy):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from ..backend import is_numpy
 from .base import Layer, register
 
 _SUM, _PROD, _MAX = 1, 0, 2  # EltwiseParameter.EltwiseOp values
@@ -458,7 +459,7 @@ class ArgMax(Layer):
         n = x.shape[axis]
         rev = xp.flip(x, axis=axis)
         # CuPy's argsort is always stable and takes no kind="stable"; NumPy needs it
-        stable = {"kind": "stable"} if xp.__name__ == "numpy" else {}
+        stable = {"kind": "stable"} if is_numpy(xp) else {}
         order = xp.argsort(-rev, axis=axis, **stable)
         order = order[_axis_slice(x.ndim, axis, 0, k)]
         values = xp.take_along_axis(rev, order, axis=axis)

@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..backend import one_blas_thread
+from ..backend import is_numpy, one_blas_thread
 from ..errors import RistrettoError
 from ..layers.base import TEST
 from ..net import Net
@@ -378,7 +378,7 @@ class CandidateRunner:
 def default_workers(backend) -> int:
     """Threads that score batches side by side: one per core (at most 4) on the CPU when
     BLAS can be held to one thread meanwhile, else 1 (and always 1 on a GPU)."""
-    if backend.xp is not np:
+    if not is_numpy(backend.xp):
         return 1
     return max(1, min(os.cpu_count() or 1, 4))
 
