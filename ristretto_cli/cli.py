@@ -1,17 +1,15 @@
 """The `ristretto` command line: one click group, thin commands over the library."""
 from __future__ import annotations
 
-import importlib
 import sys
 import traceback
 
 import click
 
 from . import __version__
+from .commands import convert, demo, finetune, quantize
+from .commands import run as run_commands
 from .errors import RistrettoError
-
-# Modules under ristretto_cli/commands that define click commands in COMMANDS.
-_COMMAND_MODULES = ("run", "convert", "quantize", "finetune", "demo")
 
 
 class DashUnderscoreGroup(click.Group):
@@ -47,14 +45,8 @@ def cli(ctx, debug):
     ctx.obj["debug"] = debug
 
 
-for _mod in _COMMAND_MODULES:
-    try:
-        _m = importlib.import_module(f"ristretto_cli.commands.{_mod}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"ristretto_cli.commands.{_mod}":
-            raise
-        continue
-    for _cmd in getattr(_m, "COMMANDS", ()):
+for _m in (run_commands, convert, quantize, finetune, demo):
+    for _cmd in _m.COMMANDS:
         cli.add_command(_cmd)
 
 

@@ -26,6 +26,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import RistrettoError
+from .transform import decode_image, hwc_to_chw
 
 
 def caffe_pb2():
@@ -93,8 +94,6 @@ def datum_to_array(datum, color: str = "native", where: str = "Datum") -> np.nda
     (Caffe's ``DecodeDatumToCVMatNative``), ``"color"`` forces 3 channels and
     ``"gray"`` one (``force_color`` / ``force_gray``). Colour comes out as B,G,R planes.
     """
-    from .transform import decode_image, hwc_to_chw
-
     if datum.encoded:
         img = decode_image(datum.data, color=color, where=where)
         return hwc_to_chw(img)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..caffe.blobproto import read_binaryproto
 from ..errors import RistrettoError
 
 try:  # OpenCV is optional; Caffe used it, so it is the reference behaviour
@@ -198,10 +199,6 @@ def load_mean_file(path) -> np.ndarray:
     p = Path(path)
     if not p.exists():
         raise RistrettoError(f"mean_file {p}: no such file")
-    try:
-        from ..caffe.blobproto import read_binaryproto  # the shared reader, when present
-    except ImportError:
-        read_binaryproto = _read_binaryproto
     arr = np.asarray(read_binaryproto(str(p)), dtype=np.float32)
     while arr.ndim > 3 and arr.shape[0] == 1:
         arr = arr[0]
@@ -210,25 +207,6 @@ def load_mean_file(path) -> np.ndarray:
     if arr.ndim != 3:
         raise RistrettoError(f"mean_file {p}: expected a 1 x C x H x W blob, got shape {arr.shape}")
     return arr
-
-
-def _read_binaryproto(path: str) -> np.ndarray:
-    """Minimal BlobProto reader: ``shape.dim`` or the legacy num/channels/height/width."""
-    from ..proto import caffe_pb2
-
-    blob = caffe_pb2.BlobProto()
-    try:
-        blob.ParseFromString(Path(path).read_bytes())
-    except Exception as exc:
-        raise RistrettoError(f"{path}: not a Caffe BlobProto ({exc})") from exc
-    values = blob.data if len(blob.data) else blob.double_data
-    if blob.HasField("shape"):
-        shape = tuple(int(d) for d in blob.shape.dim)
-    else:
-        shape = (blob.num, blob.channels, blob.height, blob.width)
-    if int(np.prod(shape)) != len(values):
-        raise RistrettoError(f"{path}: BlobProto shape {shape} does not match its {len(values)} values")
-    return np.asarray(values, dtype=np.float32).reshape(shape)
 
 
 # --------------------------------------------------------------------------- transformer
@@ -339,8 +317,3 @@ class DataTransformer:
         self.output_shape(*img.shape)  # checks before drawing
         do_mirror, h_off, w_off = self.draw(img.shape[1], img.shape[2], rng)
         return self.apply(img, do_mirror, h_off, w_off)
-
-    def transform_datum(self, datum, rng: np.random.Generator | None = None, where: str = "Datum") -> np.ndarray:
-        from .lmdb_io import datum_to_array
-
-        return self.transform(datum_to_array(datum, self.color_mode, where=where), rng)
