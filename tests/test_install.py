@@ -213,7 +213,7 @@ def test_every_module_is_found_including_the_mapped_folders():
 
 
 @pytest.mark.xfail(bool(_KNOWN_SUBPACKAGE_CYCLES), strict=False,
-                   reason=f"import cycles between subpackages, outside this branch of #7 (see the report): "
+                   reason=f"import cycles between subpackages, owned by other branches of #7: "
                           f"{_KNOWN_SUBPACKAGE_CYCLES}")
 def test_no_import_cycles_between_subpackages():
     comps, text = subpackage_cycles()
@@ -228,8 +228,8 @@ def test_no_import_cycles_between_modules_at_import_time():
 
 
 @pytest.mark.xfail(bool(_KNOWN_MODULE_CYCLES), strict=False,
-                   reason=f"import cycles between modules through function-level imports, being "
-                          f"outside this branch of #7: {_KNOWN_MODULE_CYCLES}")
+                   reason=f"import cycles between modules through function-level imports, owned by "
+                          f"other branches of #7: {_KNOWN_MODULE_CYCLES}")
 def test_no_import_cycles_between_modules():
     comps, text = module_cycles(module_level_only=False)
     print(text)
