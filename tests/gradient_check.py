@@ -10,16 +10,20 @@ import numpy as np
 
 from ristretto_cli.backend import Backend
 
+from backends import on_backend
+
 
 def check_layer_gradient(layer, bottoms, *, check_bottoms=None, check_params=True, eps=1e-4,
                          rtol=1e-4, atol=1e-6, seed=0, setup=True, forward_kwargs=None,
                          max_checks=200):
     """Compare ``layer.backward`` with central differences of the weighted top sum.
 
-    ``bottoms`` are float64 NumPy arrays. ``check_bottoms`` lists the bottom
+    ``bottoms`` are float64 NumPy arrays; the layer may live on any backend (its
+    arrays go through :func:`backends.on_backend`). ``check_bottoms`` lists the bottom
     indices to check (default: all). At most ``max_checks`` elements per array are
     probed (chosen at random) to keep tests fast.
     """
+    layer = on_backend(layer)  # a CuPy layer is driven from host arrays
     rng = np.random.default_rng(seed)
     bottoms = [np.array(b, dtype=np.float64) for b in bottoms]
     shapes = [b.shape for b in bottoms]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
+from backends import on_backend, reseeded
 from gradient_check import check_layer_gradient, f64_backend
 from ristretto_cli.backend import Backend
 from ristretto_cli.errors import RistrettoError
@@ -17,7 +18,7 @@ from ristretto_cli.proto import caffe_pb2
 
 def make(text, phase=TEST, backend=None, shapes=None):
     param = text_format.Parse(text, caffe_pb2.LayerParameter())
-    layer = create_layer(param, phase, backend or f64_backend())
+    layer = on_backend(create_layer(param, phase, backend or f64_backend()))
     if shapes is not None:
         layer.setup(shapes)
         layer.reshape(shapes)
@@ -40,65 +41,65 @@ def run(layer, x):
 
 
 # -- ReLU ------------------------------------------------------------------
-def test_relu_forward_with_negative_slope():
-    y = run(make('name: "r" type: "ReLU" relu_param { negative_slope: 0.1 }'), X)
+def test_relu_forward_with_negative_slope(backend):
+    y = run(make('name: "r" type: "ReLU" relu_param { negative_slope: 0.1 }', backend=backend), X)
     np.testing.assert_allclose(y, np.where(X > 0, X, np.float32(0.1) * X), rtol=1e-15)
 
 
-def test_relu_plain_keeps_float32():
+def test_relu_plain_keeps_float32(backend):
     x = X.astype(np.float32)
-    y = run(make('name: "r" type: "ReLU"', backend=Backend(np, 0)), x)
+    y = run(make('name: "r" type: "ReLU"', backend=reseeded(backend, 0)), x)
     assert y.dtype == np.float32
     np.testing.assert_array_equal(y, np.maximum(x, 0))
 
 
 @pytest.mark.parametrize("slope", [0.0, 0.2])
-def test_relu_gradient(slope):
-    check_layer_gradient(make(f'name: "r" type: "ReLU" relu_param {{ negative_slope: {slope} }}'), [X])
+def test_relu_gradient(backend, slope):
+    check_layer_gradient(make(f'name: "r" type: "ReLU" relu_param {{ negative_slope: {slope} }}', backend=backend), [X])
 
 
-def test_relu_gradient_at_zero_is_slope_like_caffe():
-    layer = make('name: "r" type: "ReLU" relu_param { negative_slope: 0.5 }', shapes=[(3,)])
+def test_relu_gradient_at_zero_is_slope_like_caffe(backend):
+    layer = make('name: "r" type: "ReLU" relu_param { negative_slope: 0.5 }', shapes=[(3,)], backend=backend)
     x = np.array([-1.0, 0.0, 1.0])
     d = layer.backward([np.ones(3)], [x], layer.forward([x]), [True])[0]
     np.testing.assert_array_equal(d, [0.5, 0.5, 1.0])  # Caffe: (x > 0) + slope * (x <= 0)
 
 
 # -- PReLU -----------------------------------------------------------------
-def test_prelu_default_filler_is_0_25_per_channel():
-    layer = make('name: "p" type: "PReLU"', shapes=[X.shape])
+def test_prelu_default_filler_is_0_25_per_channel(backend):
+    layer = make('name: "p" type: "PReLU"', shapes=[X.shape], backend=backend)
     assert layer.blobs[0].shape == (3,)
     np.testing.assert_array_equal(layer.blobs[0], 0.25)
     y = layer.forward([X])[0]
     np.testing.assert_allclose(y, np.where(X > 0, X, 0.25 * X))
 
 
-def test_prelu_per_channel_slopes_and_shared():
-    layer = make('name: "p" type: "PReLU"', shapes=[X.shape])
+def test_prelu_per_channel_slopes_and_shared(backend):
+    layer = make('name: "p" type: "PReLU"', shapes=[X.shape], backend=backend)
     layer.blobs[0] = np.array([0.1, -0.5, 2.0])
     y = layer.forward([X])[0]
     np.testing.assert_allclose(y, np.where(X > 0, X, layer.blobs[0][None, :, None, None] * X))
     shared = make('name: "p" type: "PReLU" prelu_param { channel_shared: true '
-                  'filler { type: "constant" value: 0.3 } }', shapes=[X.shape])
+                  'filler { type: "constant" value: 0.3 } }', shapes=[X.shape], backend=backend)
     assert shared.blobs[0].size == 1 and shared.blobs[0].shape == ()
     np.testing.assert_allclose(shared.forward([X])[0], np.where(X > 0, X, np.float32(0.3) * X))
 
 
-def test_prelu_two_axis_bottom_and_bad_slope_count():
+def test_prelu_two_axis_bottom_and_bad_slope_count(backend):
     x = away_from_zero((4, 3), seed=1)
-    layer = make('name: "p" type: "PReLU"', shapes=[x.shape])
+    layer = make('name: "p" type: "PReLU"', shapes=[x.shape], backend=backend)
     np.testing.assert_allclose(layer.forward([x])[0], np.where(x > 0, x, 0.25 * x))
     layer.blobs[0] = np.zeros(5)
     with pytest.raises(RistrettoError):
         layer.reshape([x.shape])
     with pytest.raises(RistrettoError):
-        make('name: "p" type: "PReLU"', shapes=[(5,)])
+        make('name: "p" type: "PReLU"', shapes=[(5,)], backend=backend)
 
 
 @pytest.mark.parametrize("shared", ["false", "true"])
-def test_prelu_gradient_bottom_and_slopes(shared):
+def test_prelu_gradient_bottom_and_slopes(backend, shared):
     layer = make(f'name: "p" type: "PReLU" prelu_param {{ channel_shared: {shared} '
-                 'filler { type: "uniform" min: -0.5 max: 0.8 } }')
+                 'filler { type: "uniform" min: -0.5 max: 0.8 } }', backend=backend)
     check_layer_gradient(layer, [X])
 
 
@@ -126,37 +127,37 @@ SMOOTH = [
 
 
 @pytest.mark.parametrize("text,ref", SMOOTH, ids=[t.split('"')[3] + str(i) for i, (t, _) in enumerate(SMOOTH)])
-def test_elementwise_forward_and_gradient(text, ref):
+def test_elementwise_forward_and_gradient(backend, text, ref):
     x = away_from_zero((2, 3, 3, 2), seed=3)
-    np.testing.assert_allclose(run(make(text), x), ref(x), rtol=1e-6, atol=1e-12)
-    check_layer_gradient(make(text), [x])
+    np.testing.assert_allclose(run(make(text, backend=backend), x), ref(x), rtol=1e-6, atol=1e-12)
+    check_layer_gradient(make(text, backend=backend), [x])
 
 
-def test_large_inputs_do_not_overflow():
+def test_large_inputs_do_not_overflow(backend):
     x = np.array([-1000.0, -60.0, 0.0, 60.0, 1000.0])
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        s = run(make('name: "s" type: "Sigmoid"'), x)
-        b = run(make('name: "b" type: "BNLL"'), x)
+        s = run(make('name: "s" type: "Sigmoid"', backend=backend), x)
+        b = run(make('name: "b" type: "BNLL"', backend=backend), x)
     np.testing.assert_allclose(s, [0, 1 / (1 + math.exp(60)), 0.5, 1 / (1 + math.exp(-60)), 1])
     np.testing.assert_allclose(b, [0, math.log1p(math.exp(-60)), math.log(2), 60 + math.log1p(math.exp(-60)), 1000])
-    layer = make('name: "b" type: "BNLL"', shapes=[x.shape])
+    layer = make('name: "b" type: "BNLL"', shapes=[x.shape], backend=backend)
     d = layer.backward([np.ones(5)], [x], [b], [True])[0]  # Caffe caps exp at x = 50
     np.testing.assert_allclose(d[-1], math.exp(50) / (math.exp(50) + 1))
 
 
-def test_power_constant_cases():
+def test_power_constant_cases(backend):
     x = away_from_zero((3, 4))
-    y = run(make('name: "w" type: "Power" power_param { power: 0 scale: 2 shift: 5 }'), x)
+    y = run(make('name: "w" type: "Power" power_param { power: 0 scale: 2 shift: 5 }', backend=backend), x)
     np.testing.assert_array_equal(y, 1.0)
-    layer = make('name: "w" type: "Power" power_param { power: 2 scale: 0 shift: 3 }')
+    layer = make('name: "w" type: "Power" power_param { power: 2 scale: 0 shift: 3 }', backend=backend)
     y = run(layer, x)
     np.testing.assert_array_equal(y, 9.0)
     d = layer.backward([np.ones_like(x)], [x], [y], [True])[0]
     np.testing.assert_array_equal(d, 0.0)
 
 
-def test_absval_gradient_is_sign():
-    layer = make('name: "a" type: "AbsVal"', shapes=[(3,)])
+def test_absval_gradient_is_sign(backend):
+    layer = make('name: "a" type: "AbsVal"', shapes=[(3,)], backend=backend)
     x = np.array([-2.0, 0.0, 3.0])
     d = layer.backward([np.full(3, 5.0)], [x], layer.forward([x]), [True])[0]
     np.testing.assert_array_equal(d, [-5.0, 0.0, 5.0])
@@ -166,31 +167,31 @@ def test_absval_gradient_is_sign():
                                   'name: "x" type: "Exp" exp_param { base: 0 }',
                                   'name: "l" type: "Log" log_param { base: 1 }',
                                   'name: "l" type: "Log" log_param { base: -3 }'])
-def test_bad_base_is_an_error(text):
+def test_bad_base_is_an_error(backend, text):
     with pytest.raises(RistrettoError, match="base"):
-        make(text, shapes=[(2, 2)])
+        make(text, shapes=[(2, 2)], backend=backend)
 
 
-def test_propagate_down_false_gives_none():
-    layer = make('name: "t" type: "TanH"', shapes=[X.shape])
+def test_propagate_down_false_gives_none(backend):
+    layer = make('name: "t" type: "TanH"', shapes=[X.shape], backend=backend)
     y = layer.forward([X])
     assert layer.backward([np.ones_like(X)], [X], y, [False]) == [None]
     assert layer.backward([None], [X], y, [True]) == [None]
 
 
 # -- Dropout ---------------------------------------------------------------
-def test_dropout_test_phase_is_identity():
-    layer = make('name: "d" type: "Dropout" dropout_param { dropout_ratio: 0.7 }', phase=TEST)
+def test_dropout_test_phase_is_identity(backend):
+    layer = make('name: "d" type: "Dropout" dropout_param { dropout_ratio: 0.7 }', phase=TEST, backend=backend)
     y = run(layer, X)
     np.testing.assert_array_equal(y, X)
     d = layer.backward([X * 2], [X], [y], [True])[0]
     np.testing.assert_array_equal(d, X * 2)
 
 
-def test_dropout_train_masks_and_scales():
+def test_dropout_train_masks_and_scales(backend):
     x = np.random.default_rng(0).uniform(1, 2, size=(200, 50))
     layer = make('name: "d" type: "Dropout" dropout_param { dropout_ratio: 0.3 }', phase=TRAIN,
-                 backend=Backend(np, 7))
+                 backend=reseeded(backend, 7))
     y = run(layer, x)
     kept = y != 0
     assert abs(kept.mean() - 0.7) < 0.02
@@ -202,31 +203,33 @@ def test_dropout_train_masks_and_scales():
     y2 = layer.forward([x])[0]
     assert (y2 != 0).tolist() != kept.tolist()
     again = make('name: "d" type: "Dropout" dropout_param { dropout_ratio: 0.3 }', phase=TRAIN,
-                 backend=Backend(np, 7))
+                 backend=reseeded(backend, 7))
     np.testing.assert_array_equal(run(again, x), y)
 
 
-class _FixedRngBackend:
+class _FixedRngBackend(Backend):
     """A backend whose generator restarts at every use, so Dropout draws the same mask each forward."""
-
-    xp = np
 
     @property
     def rng(self):
-        return np.random.default_rng(3)
+        return self.xp.random.default_rng(3)
+
+    @rng.setter
+    def rng(self, value):
+        pass
 
 
-def test_dropout_train_gradient_with_fixed_mask():
+def test_dropout_train_gradient_with_fixed_mask(backend):
     layer = make('name: "d" type: "Dropout" dropout_param { dropout_ratio: 0.4 }', phase=TRAIN,
-                 backend=_FixedRngBackend())
+                 backend=_FixedRngBackend(backend.xp, device=backend.device))
     check_layer_gradient(layer, [X])
 
 
 @pytest.mark.parametrize("text", [t for t, _ in SMOOTH] + ['name: "r" type: "ReLU" relu_param { negative_slope: 0.1 }',
                                                          'name: "p" type: "PReLU"'])
-def test_float32_in_float32_out(text):
+def test_float32_in_float32_out(backend, text):
     x = away_from_zero((2, 3, 2), seed=5).astype(np.float32)
-    layer = make(text, backend=Backend(np, 0))
+    layer = make(text, backend=reseeded(backend, 0))
     y = run(layer, x)
     assert y.dtype == np.float32
     d = layer.backward([np.ones_like(y)], [x], [y], [True])[0]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
+from backends import on_backend, reseeded
 from gradient_check import check_layer_gradient, f64_backend
 from ristretto_cli.backend import Backend
 from ristretto_cli.errors import RistrettoError
@@ -18,7 +19,7 @@ FLT_MIN = float(np.finfo(np.float32).tiny)
 
 def make(text, phase=TRAIN, backend=None, shapes=None):
     param = text_format.Parse(text, caffe_pb2.LayerParameter())
-    layer = create_layer(param, phase, backend or f64_backend())
+    layer = on_backend(create_layer(param, phase, backend or f64_backend()))
     if shapes is not None:
         layer.setup(shapes)
         layer.reshape(shapes)
@@ -42,29 +43,29 @@ SCORES = RNG.standard_normal((4, 5, 2, 3)) * 3
 
 # -- Softmax ---------------------------------------------------------------
 @pytest.mark.parametrize("axis", [1, 2, -1, 0])
-def test_softmax_forward(axis):
-    layer = make(f'name: "s" type: "Softmax" softmax_param {{ axis: {axis} }}', shapes=[SCORES.shape])
+def test_softmax_forward(backend, axis):
+    layer = make(f'name: "s" type: "Softmax" softmax_param {{ axis: {axis} }}', shapes=[SCORES.shape], backend=backend)
     y = layer.forward([SCORES])[0]
     np.testing.assert_allclose(y, ref_softmax(SCORES, axis), rtol=1e-12)
     np.testing.assert_allclose(y.sum(axis=axis), 1.0, rtol=1e-12)
 
 
-def test_softmax_is_stable_for_huge_scores():
+def test_softmax_is_stable_for_huge_scores(backend):
     x = np.array([[1000.0, 1001.0, 999.0], [-1000.0, -1000.0, -1000.0]], dtype=np.float32)
-    layer = make('name: "s" type: "Softmax"', backend=Backend(np, 0), shapes=[x.shape])
+    layer = make('name: "s" type: "Softmax"', backend=reseeded(backend, 0), shapes=[x.shape])
     y = layer.forward([x])[0]
     assert y.dtype == np.float32 and np.all(np.isfinite(y))
     np.testing.assert_allclose(y, ref_softmax(x.astype(np.float64), 1), rtol=1e-6)
 
 
 @pytest.mark.parametrize("axis", [1, 3])
-def test_softmax_gradient(axis):
-    check_layer_gradient(make(f'name: "s" type: "Softmax" softmax_param {{ axis: {axis} }}'), [SCORES])
+def test_softmax_gradient(backend, axis):
+    check_layer_gradient(make(f'name: "s" type: "Softmax" softmax_param {{ axis: {axis} }}', backend=backend), [SCORES])
 
 
-def test_softmax_axis_out_of_range():
+def test_softmax_axis_out_of_range(backend):
     with pytest.raises(RistrettoError, match="axis 4"):
-        make('name: "s" type: "Softmax" softmax_param { axis: 4 }', shapes=[SCORES.shape])
+        make('name: "s" type: "Softmax" softmax_param { axis: 4 }', shapes=[SCORES.shape], backend=backend)
 
 
 # -- SoftmaxWithLoss ---------------------------------------------------------
@@ -130,10 +131,10 @@ def test_all_labels_ignored_gives_zero_loss_and_gradient():
     np.testing.assert_array_equal(d, 0.0)
 
 
-def test_probability_top_and_hand_computed_case():
+def test_probability_top_and_hand_computed_case(backend):
     x = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
     lab = np.array([2.0, 0.0])
-    layer = make('name: "loss" type: "SoftmaxWithLoss" top: "loss" top: "prob"', shapes=[x.shape, lab.shape])
+    layer = make('name: "loss" type: "SoftmaxWithLoss" top: "loss" top: "prob"', shapes=[x.shape, lab.shape], backend=backend)
     loss, prob = layer.forward([x, lab])
     p = np.exp([1.0, 2.0, 3.0]) / np.exp([1.0, 2.0, 3.0]).sum()
     np.testing.assert_allclose(prob, [p, [1 / 3] * 3], rtol=1e-12)
@@ -141,10 +142,10 @@ def test_probability_top_and_hand_computed_case():
     assert layer.loss_weights(2) == [1.0, 0.0]
 
 
-def test_zero_probability_is_clamped_to_flt_min():
+def test_zero_probability_is_clamped_to_flt_min(backend):
     x = np.array([[0.0, 2000.0]])
     lab = np.array([0.0])
-    layer = make('name: "loss" type: "SoftmaxWithLoss"', shapes=[x.shape, lab.shape])
+    layer = make('name: "loss" type: "SoftmaxWithLoss"', shapes=[x.shape, lab.shape], backend=backend)
     assert float(layer.forward([x, lab])[0]) == pytest.approx(-math.log(FLT_MIN), rel=1e-12)
 
 
@@ -163,41 +164,41 @@ def test_softmax_loss_backward_formula_and_loss_weight():
 @pytest.mark.parametrize("extra", ["", "loss_param { ignore_label: 0 }",
                                    "loss_param { ignore_label: 3 normalization: BATCH_SIZE }",
                                    "loss_param { normalization: NONE } softmax_param { axis: 1 }"])
-def test_softmax_loss_gradient(extra):
-    layer = make(f'name: "loss" type: "SoftmaxWithLoss" {extra}')
+def test_softmax_loss_gradient(backend, extra):
+    layer = make(f'name: "loss" type: "SoftmaxWithLoss" {extra}', backend=backend)
     check_layer_gradient(layer, [SCORES, LABELS], check_bottoms=[0])
 
 
-def test_softmax_loss_other_axis():
+def test_softmax_loss_other_axis(backend):
     x = RNG.standard_normal((3, 4, 6))
     lab = RNG.integers(0, 6, size=(3, 4)).astype(float)
-    layer = make('name: "loss" type: "SoftmaxWithLoss" softmax_param { axis: -1 }', shapes=[x.shape, lab.shape])
+    layer = make('name: "loss" type: "SoftmaxWithLoss" softmax_param { axis: -1 }', shapes=[x.shape, lab.shape], backend=backend)
     prob = ref_softmax(x, 2)
     want = -np.mean([math.log(prob[i, j, int(lab[i, j])]) for i in range(3) for j in range(4)])
     assert float(layer.forward([x, lab])[0]) == pytest.approx(want, rel=1e-12)
-    check_layer_gradient(make('name: "loss" type: "SoftmaxWithLoss" softmax_param { axis: -1 }'),
+    check_layer_gradient(make('name: "loss" type: "SoftmaxWithLoss" softmax_param { axis: -1 }', backend=backend),
                          [x, lab], check_bottoms=[0])
 
 
-def test_softmax_loss_label_errors():
+def test_softmax_loss_label_errors(backend):
     with pytest.raises(RistrettoError, match="labels"):
-        make('name: "loss" type: "SoftmaxWithLoss"', shapes=[(4, 5, 2, 3), (4, 1, 2, 2)])
-    layer = make('name: "loss" type: "SoftmaxWithLoss"', shapes=[(2, 3), (2,)])
+        make('name: "loss" type: "SoftmaxWithLoss"', shapes=[(4, 5, 2, 3), (4, 1, 2, 2)], backend=backend)
+    layer = make('name: "loss" type: "SoftmaxWithLoss"', shapes=[(2, 3), (2,)], backend=backend)
     with pytest.raises(RistrettoError, match="label 3"):
         layer.forward([np.zeros((2, 3)), np.array([0.0, 3.0])])
 
 
 # -- EuclideanLoss ---------------------------------------------------------
-def test_euclidean_loss_forward_and_gradient():
+def test_euclidean_loss_forward_and_gradient(backend):
     a = RNG.standard_normal((4, 3, 2))
     b = RNG.standard_normal((4, 6))
-    layer = make('name: "e" type: "EuclideanLoss"', shapes=[a.shape, b.shape])
+    layer = make('name: "e" type: "EuclideanLoss"', shapes=[a.shape, b.shape], backend=backend)
     assert layer.is_loss
     loss = float(layer.forward([a, b])[0])
     assert loss == pytest.approx(((a.reshape(4, 6) - b) ** 2).sum() / 4 / 2, rel=1e-12)
-    check_layer_gradient(make('name: "e" type: "EuclideanLoss"'), [a, b])
+    check_layer_gradient(make('name: "e" type: "EuclideanLoss"', backend=backend), [a, b])
     with pytest.raises(RistrettoError):
-        make('name: "e" type: "EuclideanLoss"', shapes=[(4, 3), (4, 2)])
+        make('name: "e" type: "EuclideanLoss"', shapes=[(4, 3), (4, 2)], backend=backend)
 
 
 # -- Accuracy --------------------------------------------------------------
