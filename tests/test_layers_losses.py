@@ -89,14 +89,14 @@ def ref_loss(scores, labels, ignore=None, mode="VALID"):
     return total / max(1.0, norm)
 
 
-def loss_layer(extra="", tops=1):
+def loss_layer(extra="", tops=1, backend=None):
     top = 'top: "loss"' + (' top: "prob"' if tops == 2 else "")
     return make(f'name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "l" {top} {extra}',
-                shapes=[SCORES.shape, LABELS.shape])
+                shapes=[SCORES.shape, LABELS.shape], backend=backend)
 
 
-def test_softmax_loss_default_is_valid_mean_and_weight_one():
-    layer = loss_layer()
+def test_softmax_loss_default_is_valid_mean_and_weight_one(backend):
+    layer = loss_layer(backend=backend)
     assert layer.is_loss and layer.loss_weights(1) == [1.0]
     loss = layer.forward([SCORES, LABELS])[0]
     assert loss.shape == ()
@@ -104,27 +104,27 @@ def test_softmax_loss_default_is_valid_mean_and_weight_one():
 
 
 @pytest.mark.parametrize("mode", ["VALID", "FULL", "BATCH_SIZE", "NONE"])
-def test_softmax_loss_normalization_modes_with_ignore_label(mode):
-    layer = loss_layer(f"loss_param {{ ignore_label: 2 normalization: {mode} }}")
+def test_softmax_loss_normalization_modes_with_ignore_label(backend, mode):
+    layer = loss_layer(f"loss_param {{ ignore_label: 2 normalization: {mode} }}", backend=backend)
     loss = float(layer.forward([SCORES, LABELS])[0])
     assert (LABELS == 2).any() and (LABELS != 2).any()
     assert loss == pytest.approx(ref_loss(SCORES, LABELS, ignore=2, mode=mode), rel=1e-12)
 
 
 @pytest.mark.parametrize("normalize,mode", [("true", "VALID"), ("false", "BATCH_SIZE")])
-def test_deprecated_normalize_flag(normalize, mode):
-    layer = loss_layer(f"loss_param {{ ignore_label: 1 normalize: {normalize} }}")
+def test_deprecated_normalize_flag(backend, normalize, mode):
+    layer = loss_layer(f"loss_param {{ ignore_label: 1 normalize: {normalize} }}", backend=backend)
     loss = float(layer.forward([SCORES, LABELS])[0])
     assert loss == pytest.approx(ref_loss(SCORES, LABELS, ignore=1, mode=mode), rel=1e-12)
     # an explicit normalization wins over the deprecated flag
-    layer = loss_layer(f"loss_param {{ ignore_label: 1 normalize: {normalize} normalization: FULL }}")
+    layer = loss_layer(f"loss_param {{ ignore_label: 1 normalize: {normalize} normalization: FULL }}", backend=backend)
     loss = float(layer.forward([SCORES, LABELS])[0])
     assert loss == pytest.approx(ref_loss(SCORES, LABELS, ignore=1, mode="FULL"), rel=1e-12)
 
 
-def test_all_labels_ignored_gives_zero_loss_and_gradient():
+def test_all_labels_ignored_gives_zero_loss_and_gradient(backend):
     labels = np.full(LABELS.shape, 3.0)
-    layer = loss_layer("loss_param { ignore_label: 3 }")
+    layer = loss_layer("loss_param { ignore_label: 3 }", backend=backend)
     tops = layer.forward([SCORES, labels])
     assert float(tops[0]) == 0.0
     d = layer.backward([np.array(1.0)], [SCORES, labels], tops, [True, False])[0]
@@ -149,8 +149,8 @@ def test_zero_probability_is_clamped_to_flt_min(backend):
     assert float(layer.forward([x, lab])[0]) == pytest.approx(-math.log(FLT_MIN), rel=1e-12)
 
 
-def test_softmax_loss_backward_formula_and_loss_weight():
-    layer = loss_layer("loss_param { ignore_label: 4 normalization: FULL }")
+def test_softmax_loss_backward_formula_and_loss_weight(backend):
+    layer = loss_layer("loss_param { ignore_label: 4 normalization: FULL }", backend=backend)
     tops = layer.forward([SCORES, LABELS])
     d = layer.backward([np.array(2.5)], [SCORES, LABELS], tops, [True, False])
     assert d[1] is None
@@ -202,40 +202,40 @@ def test_euclidean_loss_forward_and_gradient(backend):
 
 
 # -- Accuracy --------------------------------------------------------------
-def acc_layer(extra="", tops=1, shapes=((3, 4), (3,))):
+def acc_layer(extra="", tops=1, shapes=((3, 4), (3,)), backend=None):
     top = 'top: "acc"' + (' top: "per_class"' if tops == 2 else "")
-    return make(f'name: "acc" type: "Accuracy" {top} {extra}', phase=TEST, shapes=list(shapes))
+    return make(f'name: "acc" type: "Accuracy" {top} {extra}', phase=TEST, shapes=list(shapes), backend=backend)
 
 
-def test_accuracy_top1_and_topk():
+def test_accuracy_top1_and_topk(backend):
     x = np.array([[0.1, 0.5, 0.3, 0.2],
                   [0.9, 0.05, 0.03, 0.02],
                   [0.2, 0.3, 0.4, 0.1]])
     lab = np.array([2.0, 0.0, 0.0])
-    assert float(acc_layer().forward([x, lab])[0]) == pytest.approx(1 / 3)
-    assert float(acc_layer("accuracy_param { top_k: 2 }").forward([x, lab])[0]) == pytest.approx(2 / 3)
-    assert float(acc_layer("accuracy_param { top_k: 3 }").forward([x, lab])[0]) == pytest.approx(1.0)
+    assert float(acc_layer(backend=backend).forward([x, lab])[0]) == pytest.approx(1 / 3)
+    assert float(acc_layer("accuracy_param { top_k: 2 }", backend=backend).forward([x, lab])[0]) == pytest.approx(2 / 3)
+    assert float(acc_layer("accuracy_param { top_k: 3 }", backend=backend).forward([x, lab])[0]) == pytest.approx(1.0)
 
 
-def test_accuracy_ties_count_against_the_true_class():
+def test_accuracy_ties_count_against_the_true_class(backend):
     # Caffe 1.0: correct iff fewer than k other classes score >= the true class.
     x = np.array([[1.0, 1.0, 0.0, 0.0],
                   [1.0, 1.0, 0.0, 0.0],
                   [0.0, 0.0, 0.0, 0.0]])
     lab = np.array([0.0, 1.0, 3.0])
-    assert float(acc_layer().forward([x, lab])[0]) == 0.0
-    assert float(acc_layer("accuracy_param { top_k: 2 }").forward([x, lab])[0]) == pytest.approx(2 / 3)
-    assert float(acc_layer("accuracy_param { top_k: 4 }").forward([x, lab])[0]) == 1.0
+    assert float(acc_layer(backend=backend).forward([x, lab])[0]) == 0.0
+    assert float(acc_layer("accuracy_param { top_k: 2 }", backend=backend).forward([x, lab])[0]) == pytest.approx(2 / 3)
+    assert float(acc_layer("accuracy_param { top_k: 4 }", backend=backend).forward([x, lab])[0]) == 1.0
 
 
-def test_accuracy_ignore_label_and_per_class_top():
+def test_accuracy_ignore_label_and_per_class_top(backend):
     x = np.array([[0.9, 0.1, 0.0],
                   [0.1, 0.8, 0.1],
                   [0.7, 0.2, 0.1],
                   [0.3, 0.3, 0.4],
                   [0.1, 0.1, 0.8]])
     lab = np.array([0.0, 0.0, 1.0, 2.0, 1.0])
-    layer = acc_layer("accuracy_param { ignore_label: 1 }", tops=2, shapes=((5, 3), (5,)))
+    layer = acc_layer("accuracy_param { ignore_label: 1 }", tops=2, shapes=((5, 3), (5,)), backend=backend)
     assert layer.reshape([(5, 3), (5,)]) == [(), (3,)]
     acc, per_class = layer.forward([x, lab])
     assert float(acc) == pytest.approx(2 / 3)       # labels 1 are skipped
@@ -245,15 +245,15 @@ def test_accuracy_ignore_label_and_per_class_top():
     np.testing.assert_array_equal(all_ignored[1], 0.0)
 
 
-def test_accuracy_spatial_labels_on_axis_1():
+def test_accuracy_spatial_labels_on_axis_1(backend):
     x = RNG.standard_normal((2, 4, 3, 3))
     lab = RNG.integers(0, 4, size=(2, 1, 3, 3)).astype(float)
-    layer = acc_layer(shapes=(x.shape, lab.shape))
+    layer = acc_layer(shapes=(x.shape, lab.shape), backend=backend)
     want = np.mean(x.argmax(axis=1) == lab[:, 0])
     assert float(layer.forward([x, lab])[0]) == pytest.approx(want)
     assert layer.backward([None], [x, lab], [], [True, False]) == [None, None]
 
 
-def test_accuracy_top_k_larger_than_classes_is_an_error():
+def test_accuracy_top_k_larger_than_classes_is_an_error(backend):
     with pytest.raises(RistrettoError, match="top_k"):
-        acc_layer("accuracy_param { top_k: 5 }")
+        acc_layer("accuracy_param { top_k: 5 }", backend=backend)

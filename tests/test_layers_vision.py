@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
+from backends import on_backend, reseeded
 from ristretto_cli.backend import Backend
 from ristretto_cli.errors import RistrettoError
 from ristretto_cli.layers import TEST, TRAIN, create_layer
@@ -21,9 +22,9 @@ from tests.gradient_check import check_layer_gradient
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
-def make(text: str, phase: int = TEST, seed: int = 0, bottom_shapes=None):
+def make(text: str, phase: int = TEST, seed: int = 0, bottom_shapes=None, backend=None):
     param = text_format.Parse(text, caffe_pb2.LayerParameter())
-    layer = create_layer(param, phase, Backend(np, seed=seed))
+    layer = on_backend(create_layer(param, phase, reseeded(backend, seed) if backend else Backend(np, seed=seed)))
     if bottom_shapes is not None:
         layer.setup(bottom_shapes)
     return layer
@@ -145,8 +146,8 @@ CONV_CASES = [
 
 
 @pytest.mark.parametrize("shape,body,stride,pad,dil,group", CONV_CASES)
-def test_convolution_matches_naive_loops(shape, body, stride, pad, dil, group):
-    layer = make(conv_text(body), bottom_shapes=[shape])
+def test_convolution_matches_naive_loops(backend, shape, body, stride, pad, dil, group):
+    layer = make(conv_text(body), bottom_shapes=[shape], backend=backend)
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     (top_shape,) = layer.reshape([shape])
     (y,) = layer.forward([x])
@@ -158,24 +159,24 @@ def test_convolution_matches_naive_loops(shape, body, stride, pad, dil, group):
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_convolution_weight_shapes_and_bias_term():
-    layer = make(conv_text("num_output: 6 kernel_h: 3 kernel_w: 2 group: 2"), bottom_shapes=[(1, 4, 8, 8)])
+def test_convolution_weight_shapes_and_bias_term(backend):
+    layer = make(conv_text("num_output: 6 kernel_h: 3 kernel_w: 2 group: 2"), bottom_shapes=[(1, 4, 8, 8)], backend=backend)
     assert [b.shape for b in layer.blobs] == [(6, 2, 3, 2), (6,)]
     assert all(b.dtype == np.float32 for b in layer.blobs)
-    layer = make(conv_text("num_output: 5 kernel_size: 3 bias_term: false"), bottom_shapes=[(1, 4, 8, 8)])
+    layer = make(conv_text("num_output: 5 kernel_size: 3 bias_term: false"), bottom_shapes=[(1, 4, 8, 8)], backend=backend)
     assert [b.shape for b in layer.blobs] == [(5, 4, 3, 3)]
 
 
-def test_convolution_3d_and_channel_axis():
+def test_convolution_3d_and_channel_axis(backend):
     x = np.random.default_rng(2).standard_normal((1, 2, 4, 5, 4))
     layer = make(conv_text("num_output: 2 kernel_size: 2 kernel_size: 3 kernel_size: 2 pad: 1 stride: 2"),
-                 bottom_shapes=[x.shape])
+                 bottom_shapes=[x.shape], backend=backend)
     (y,) = layer.forward([x])
     ref = naive_conv(x, layer.blobs[0], layer.blobs[1], (2, 2, 2), (1, 1, 1), (1, 1, 1), 1)
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
     # axis 2: the leading (2, 3) axes are a batch of 6
     x = np.random.default_rng(3).standard_normal((2, 3, 4, 5, 5))
-    layer = make(conv_text("num_output: 3 kernel_size: 3 pad: 1 axis: 2"), bottom_shapes=[x.shape])
+    layer = make(conv_text("num_output: 3 kernel_size: 3 pad: 1 axis: 2"), bottom_shapes=[x.shape], backend=backend)
     assert layer.reshape([x.shape]) == [(2, 3, 3, 5, 5)]
     (y,) = layer.forward([x])
     ref = naive_conv(x.reshape(6, 4, 5, 5), layer.blobs[0], layer.blobs[1], (1, 1), (1, 1), (1, 1), 1)
@@ -189,36 +190,38 @@ def test_convolution_3d_and_channel_axis():
     ((1, 4, 7, 7), (1, 1), (1, 1), (0, 0), (1, 1)),
     ((2, 1, 28, 28), (5, 5), (1, 1), (0, 0), (1, 1)),
 ])
-def test_im2col_two_copies_equal_the_window_view(shape, kernel, stride, pad, dil):
+def test_im2col_two_copies_equal_the_window_view(backend, shape, kernel, stride, pad, dil):
     """The 2-D batch-inner columns (column shifts first, then row windows, whole runs moved
     as void elements) are exactly the strided window view of the padded input,
     transposed to (C, kh, kw, N, oh, ow)."""
-    x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    xp, host = backend.xp, backend.to_numpy
+    x = backend.asarray(np.random.default_rng(6).standard_normal(shape).astype(np.float32))
     geom = im2col_mod.ConvGeometry(kernel, stride, pad, dil)
     out_spatial = geom.output_shape(shape[2:])
-    xpad = im2col_mod.pad_spatial(x, pad, np)
-    view = im2col_mod.window_view(xpad, kernel, stride, dil, out_spatial, np).transpose(1, 2, 3, 0, 4, 5)
-    got = im2col_mod.im2col(x, geom, out_spatial, np, batch_inner=True)
+    xpad = im2col_mod.pad_spatial(x, pad, xp)
+    view = host(im2col_mod.window_view(xpad, kernel, stride, dil, out_spatial, xp).transpose(1, 2, 3, 0, 4, 5))
+    got = im2col_mod.im2col(x, geom, out_spatial, xp, batch_inner=True)
     assert got.flags.c_contiguous
-    np.testing.assert_array_equal(got, view)
-    buf = np.full(got.size + 3, np.nan, np.float32)
-    np.testing.assert_array_equal(im2col_mod.im2col(x, geom, out_spatial, np, out=buf[:got.size], batch_inner=True),
-                                  view)
+    np.testing.assert_array_equal(host(got), view)
+    buf = xp.full(got.size + 3, np.nan, np.float32)
+    np.testing.assert_array_equal(host(im2col_mod.im2col(x, geom, out_spatial, xp, out=buf[:got.size],
+                                                         batch_inner=True)), view)
     # a non-contiguous input takes the plain strided copies
-    strided = np.asfortranarray(x)
-    np.testing.assert_array_equal(im2col_mod.im2col(strided, geom, out_spatial, np, batch_inner=True), view)
+    strided = xp.asfortranarray(x)
+    np.testing.assert_array_equal(host(im2col_mod.im2col(strided, geom, out_spatial, xp, batch_inner=True)), view)
 
 
-def test_convolution_chunked_batch_matches_whole(monkeypatch):
+def test_convolution_chunked_batch_matches_whole(backend, monkeypatch):
     shape = (5, 3, 9, 9)
     x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
-    layer = make(conv_text("num_output: 4 kernel_size: 3 pad: 1 stride: 2 group: 1"), bottom_shapes=[shape])
+    layer = make(conv_text("num_output: 4 kernel_size: 3 pad: 1 stride: 2 group: 1"), bottom_shapes=[shape], backend=backend)
     (whole,) = layer.forward([x])
     dy = np.random.default_rng(5).standard_normal(whole.shape).astype(np.float32)
     layer.zero_diffs()
     (dx_whole,) = layer.backward([dy], [x], [whole], [True])
     dw_whole = layer.diffs[0].copy()
     monkeypatch.setattr(im2col_mod, "CPU_CHUNK_BYTES", 1)  # one sample per chunk
+    monkeypatch.setattr(im2col_mod, "GPU_CHUNK_BYTES", 1)
     (chunked,) = layer.forward([x])
     layer.zero_diffs()
     (dx_chunked,) = layer.backward([dy], [x], [whole], [True])
@@ -227,21 +230,21 @@ def test_convolution_chunked_batch_matches_whole(monkeypatch):
     np.testing.assert_allclose(layer.diffs[0], dw_whole, rtol=1e-4, atol=1e-4)
 
 
-def test_caffenet_and_lenet_shapes():
-    conv1 = make(conv_text("num_output: 96 kernel_size: 11 stride: 4"), bottom_shapes=[(10, 3, 227, 227)])
+def test_caffenet_and_lenet_shapes(backend):
+    conv1 = make(conv_text("num_output: 96 kernel_size: 11 stride: 4"), bottom_shapes=[(10, 3, 227, 227)], backend=backend)
     assert conv1.reshape([(10, 3, 227, 227)]) == [(10, 96, 55, 55)]
     pool = make('name: "p" type: "Pooling" top: "p" pooling_param { pool: MAX kernel_size: 3 stride: 2 }',
-                bottom_shapes=[(10, 96, 55, 55)])
+                bottom_shapes=[(10, 96, 55, 55)], backend=backend)
     assert pool.reshape([(10, 96, 55, 55)]) == [(10, 96, 27, 27)]
     assert pool.reshape([(10, 256, 13, 13)]) == [(10, 256, 6, 6)]
-    conv2 = make(conv_text("num_output: 256 pad: 2 kernel_size: 5 group: 2"), bottom_shapes=[(10, 96, 27, 27)])
+    conv2 = make(conv_text("num_output: 256 pad: 2 kernel_size: 5 group: 2"), bottom_shapes=[(10, 96, 27, 27)], backend=backend)
     assert conv2.reshape([(10, 96, 27, 27)]) == [(10, 256, 27, 27)]
     assert conv2.blobs[0].shape == (256, 48, 5, 5)
-    lenet = make(conv_text("num_output: 20 kernel_size: 5"), bottom_shapes=[(64, 1, 28, 28)])
+    lenet = make(conv_text("num_output: 20 kernel_size: 5"), bottom_shapes=[(64, 1, 28, 28)], backend=backend)
     assert lenet.reshape([(64, 1, 28, 28)]) == [(64, 20, 24, 24)]
     # GoogLeNet's pool1: 112 -> 56 only because the size rounds up
     pool_g = make('name: "p" type: "Pooling" top: "p" pooling_param { pool: MAX kernel_size: 3 stride: 2 }',
-                  bottom_shapes=[(1, 64, 112, 112)])
+                  bottom_shapes=[(1, 64, 112, 112)], backend=backend)
     assert pool_g.reshape([(1, 64, 112, 112)]) == [(1, 64, 56, 56)]
 
 
@@ -254,9 +257,9 @@ def test_caffenet_and_lenet_shapes():
     ("num_output: 4 kernel_size: 3 kernel_size: 3 kernel_size: 3", "spatial axis"),
     ("num_output: 4 kernel_size: 9", "smaller than"),
 ])
-def test_convolution_rejects_bad_parameters(body, msg):
+def test_convolution_rejects_bad_parameters(backend, body, msg):
     with pytest.raises(RistrettoError, match=msg) as err:
-        layer = make(conv_text(body), bottom_shapes=[(1, 3, 5, 5)])
+        layer = make(conv_text(body), bottom_shapes=[(1, 3, 5, 5)], backend=backend)
         layer.reshape([(1, 3, 5, 5)])
     assert "'c'" in str(err.value)
 
@@ -272,8 +275,8 @@ DECONV_CASES = [
 
 
 @pytest.mark.parametrize("shape,body,stride,pad,dil,group", DECONV_CASES)
-def test_deconvolution_matches_naive_scatter(shape, body, stride, pad, dil, group):
-    layer = make(conv_text(body, "Deconvolution"), bottom_shapes=[shape])
+def test_deconvolution_matches_naive_scatter(backend, shape, body, stride, pad, dil, group):
+    layer = make(conv_text(body, "Deconvolution"), bottom_shapes=[shape], backend=backend)
     x = np.random.default_rng(6).standard_normal(shape)
     (y,) = layer.forward([x])
     ref = naive_deconv(x, layer.blobs[0].astype(np.float64), layer.blobs[1].astype(np.float64),
@@ -284,12 +287,12 @@ def test_deconvolution_matches_naive_scatter(shape, body, stride, pad, dil, grou
 
 
 @pytest.mark.parametrize("shape,body,stride,pad,dil,group", DECONV_CASES)
-def test_deconvolution_is_the_adjoint_of_convolution(shape, body, stride, pad, dil, group):
+def test_deconvolution_is_the_adjoint_of_convolution(backend, shape, body, stride, pad, dil, group):
     """<conv(x), y> == <x, deconv(y)> with the same weights and no bias."""
-    deconv = make(conv_text(body + " bias_term: false", "Deconvolution"), bottom_shapes=[shape])
+    deconv = make(conv_text(body + " bias_term: false", "Deconvolution"), bottom_shapes=[shape], backend=backend)
     (out_shape,) = deconv.reshape([shape])
     conv_body = body.replace(f"num_output: {out_shape[1]}", f"num_output: {shape[1]}")
-    conv = make(conv_text(conv_body + " bias_term: false"), bottom_shapes=[out_shape])
+    conv = make(conv_text(conv_body + " bias_term: false"), bottom_shapes=[out_shape], backend=backend)
     assert conv.reshape([out_shape]) == [shape]
     conv.blobs = [deconv.blobs[0].astype(np.float64)]
     deconv.blobs = [deconv.blobs[0].astype(np.float64)]
@@ -302,9 +305,9 @@ def test_deconvolution_is_the_adjoint_of_convolution(shape, body, stride, pad, d
 
 
 # -- gradient checks ------------------------------------------------------------------
-def f64(text, phase=TEST):
+def f64(text, phase=TEST, backend=None):
     param = text_format.Parse(text, caffe_pb2.LayerParameter())
-    return create_layer(param, phase, Backend(np, seed=0))
+    return on_backend(create_layer(param, phase, backend or Backend(np, seed=0)))
 
 
 @pytest.mark.parametrize("shape,body", [
@@ -312,28 +315,28 @@ def f64(text, phase=TEST):
     ((1, 2, 7, 6), "num_output: 3 kernel_h: 3 kernel_w: 2 dilation: 2 pad: 1 stride_h: 1 stride_w: 2"),
     ((2, 3, 4, 4), "num_output: 2 kernel_size: 1 stride: 2"),
 ])
-def test_convolution_gradients(shape, body):
+def test_convolution_gradients(backend, shape, body):
     x = np.random.default_rng(8).standard_normal(shape)
-    check_layer_gradient(f64(conv_text(body)), [x], max_checks=60)
+    check_layer_gradient(f64(conv_text(body), backend=backend), [x], max_checks=60)
 
 
-def test_convolution_gradients_two_bottoms_share_weights():
+def test_convolution_gradients_two_bottoms_share_weights(backend):
     rng = np.random.default_rng(9)
     xs = [rng.standard_normal((1, 2, 5, 5)), rng.standard_normal((1, 2, 5, 5))]
-    check_layer_gradient(f64(conv_text("num_output: 2 kernel_size: 3 pad: 1", tops=2)), xs, max_checks=50)
+    check_layer_gradient(f64(conv_text("num_output: 2 kernel_size: 3 pad: 1", tops=2), backend=backend), xs, max_checks=50)
 
 
 @pytest.mark.parametrize("shape,body", [
     ((2, 4, 3, 3), "num_output: 4 kernel_size: 3 stride: 2 pad: 1 group: 2"),
     ((1, 2, 3, 4), "num_output: 3 kernel_h: 2 kernel_w: 3 dilation: 2 stride: 1"),
 ])
-def test_deconvolution_gradients(shape, body):
+def test_deconvolution_gradients(backend, shape, body):
     x = np.random.default_rng(10).standard_normal(shape)
-    check_layer_gradient(f64(conv_text(body, "Deconvolution")), [x], max_checks=60)
+    check_layer_gradient(f64(conv_text(body, "Deconvolution"), backend=backend), [x], max_checks=60)
 
 
-def test_backward_honours_propagate_down_and_lr_mult_zero():
-    layer = f64(conv_text("num_output: 2 kernel_size: 3") + " param { lr_mult: 0 } param { lr_mult: 1 }")
+def test_backward_honours_propagate_down_and_lr_mult_zero(backend):
+    layer = f64(conv_text("num_output: 2 kernel_size: 3") + " param { lr_mult: 0 } param { lr_mult: 1 }", backend=backend)
     x = np.random.default_rng(11).standard_normal((1, 2, 5, 5))
     layer.setup([x.shape])
     (y,) = layer.forward([x])
@@ -347,8 +350,8 @@ def test_backward_honours_propagate_down_and_lr_mult_zero():
     np.testing.assert_allclose(layer.diffs[1], np.full(2, 2 * y[0, 0].size))
 
 
-def test_forward_reads_blobs_at_call_time():
-    layer = make(conv_text("num_output: 2 kernel_size: 1 bias_term: false"), bottom_shapes=[(1, 1, 2, 2)])
+def test_forward_reads_blobs_at_call_time(backend):
+    layer = make(conv_text("num_output: 2 kernel_size: 1 bias_term: false"), bottom_shapes=[(1, 1, 2, 2)], backend=backend)
     x = np.ones((1, 1, 2, 2), np.float32)
     layer.blobs = [np.array([[[[2.0]]], [[[3.0]]]], np.float32)]
     np.testing.assert_array_equal(layer.forward([x])[0][0, :, 0, 0], [2.0, 3.0])
@@ -374,10 +377,10 @@ POOL_CASES = [
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 @pytest.mark.parametrize("shape,body,k,s,p", POOL_CASES)
-def test_pooling_matches_naive_loops(method, shape, body, k, s, p):
+def test_pooling_matches_naive_loops(backend, method, shape, body, k, s, p):
     x = np.random.default_rng(12).standard_normal(shape).astype(np.float32) - 0.5
     tops = 2 if method == "MAX" else 1
-    layer = make(pool_text(f"pool: {method} {body}", tops), bottom_shapes=[shape])
+    layer = make(pool_text(f"pool: {method} {body}", tops), bottom_shapes=[shape], backend=backend)
     out = layer.forward([x])
     ref, mask = naive_pool(x.astype(np.float64), method, k, s, p)
     assert layer.reshape([shape]) == [ref.shape] * tops
@@ -386,30 +389,30 @@ def test_pooling_matches_naive_loops(method, shape, body, k, s, p):
         np.testing.assert_array_equal(out[1], mask)
 
 
-def test_pooling_output_sizes_by_hand():
+def test_pooling_output_sizes_by_hand(backend):
     cases = [((5, 2, 2, 1), 3), ((4, 3, 2, 1), 3), ((6, 3, 2, 0), 3), ((55, 3, 2, 0), 27), ((13, 3, 2, 0), 6),
              ((7, 2, 3, 0), 3), ((3, 2, 2, 1), 2)]
     for (size, k, s, p), want in cases:
-        layer = make(pool_text(f"pool: MAX kernel_size: {k} stride: {s} pad: {p}"), bottom_shapes=[(1, 1, size, size)])
+        layer = make(pool_text(f"pool: MAX kernel_size: {k} stride: {s} pad: {p}"), bottom_shapes=[(1, 1, size, size)], backend=backend)
         assert layer.reshape([(1, 1, size, size)]) == [(1, 1, want, want)], (size, k, s, p)
 
 
-def test_ave_pooling_counts_pad_but_not_beyond_it():
+def test_ave_pooling_counts_pad_but_not_beyond_it(backend):
     x = np.ones((1, 1, 4, 4))
-    layer = make(pool_text("pool: AVE kernel_size: 3 stride: 2 pad: 1"), bottom_shapes=[x.shape])
+    layer = make(pool_text("pool: AVE kernel_size: 3 stride: 2 pad: 1"), bottom_shapes=[x.shape], backend=backend)
     want = np.array([[4 / 9, 6 / 9, 2 / 6], [6 / 9, 1.0, 3 / 6], [2 / 6, 3 / 6, 1 / 4]])
     np.testing.assert_allclose(layer.forward([x])[0][0, 0], want)
     x = np.ones((1, 1, 3, 3))
-    layer = make(pool_text("pool: AVE kernel_size: 2 stride: 2 pad: 1"), bottom_shapes=[x.shape])
+    layer = make(pool_text("pool: AVE kernel_size: 2 stride: 2 pad: 1"), bottom_shapes=[x.shape], backend=backend)
     np.testing.assert_allclose(layer.forward([x])[0][0, 0], [[0.25, 0.5], [0.5, 1.0]])
 
 
-def test_max_pooling_ignores_padding_and_routes_ties_to_the_first():
+def test_max_pooling_ignores_padding_and_routes_ties_to_the_first(backend):
     x = -np.ones((1, 1, 3, 3))
-    layer = make(pool_text("pool: MAX kernel_size: 2 stride: 2 pad: 1"), bottom_shapes=[x.shape])
+    layer = make(pool_text("pool: MAX kernel_size: 2 stride: 2 pad: 1"), bottom_shapes=[x.shape], backend=backend)
     np.testing.assert_array_equal(layer.forward([x])[0], -np.ones((1, 1, 2, 2)))
     x = np.ones((1, 1, 2, 2))
-    layer = make(pool_text("pool: MAX kernel_size: 2", tops=2), bottom_shapes=[x.shape])
+    layer = make(pool_text("pool: MAX kernel_size: 2", tops=2), bottom_shapes=[x.shape], backend=backend)
     top, mask = layer.forward([x])
     assert mask[0, 0, 0, 0] == 0
     (dx,) = layer.backward([np.full(top.shape, 3.0), None], [x], [top, mask], [True])
@@ -450,12 +453,12 @@ MAX_FAST_CASES = [  # (shape, body, kernel, stride, pad): tiled (stride == kerne
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,body,k,s,p", MAX_FAST_CASES)
-def test_max_pooling_fast_paths_match_caffe_loops_with_ties_and_specials(dtype, shape, body, k, s, p):
+def test_max_pooling_fast_paths_match_caffe_loops_with_ties_and_specials(backend, dtype, shape, body, k, s, p):
     """The separable forward and the tiled backward (stride == kernel) give Caffe's loop
     values: NaN never wins, -inf / -FLT_MAX windows give -FLT_MAX, ties route the gradient
     to the first maximum; the backward equals the general argmax + scatter path."""
     x = awkward_pool_input(shape, 21, dtype)
-    layer = make(pool_text(f"pool: MAX {body}"), phase=TRAIN, bottom_shapes=[shape])
+    layer = make(pool_text(f"pool: MAX {body}"), phase=TRAIN, bottom_shapes=[shape], backend=backend)
     (top,) = layer.forward([x])
     ref, mask = naive_pool(x.astype(np.float64), "MAX", k, s, p)
     np.testing.assert_array_equal(top, ref.astype(dtype))
@@ -474,16 +477,16 @@ def test_max_pooling_fast_paths_match_caffe_loops_with_ties_and_specials(dtype, 
 
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
-def test_global_pooling(method):
+def test_global_pooling(backend, method):
     x = np.random.default_rng(13).standard_normal((2, 3, 5, 4))
-    layer = make(pool_text(f"pool: {method} global_pooling: true"), bottom_shapes=[x.shape])
+    layer = make(pool_text(f"pool: {method} global_pooling: true"), bottom_shapes=[x.shape], backend=backend)
     assert layer.reshape([x.shape]) == [(2, 3, 1, 1)]
     (y,) = layer.forward([x])
     want = x.max(axis=(2, 3)) if method == "MAX" else x.mean(axis=(2, 3))
     np.testing.assert_allclose(y[:, :, 0, 0], want, rtol=1e-12)
-    check_layer_gradient(f64(pool_text(f"pool: {method} global_pooling: true")), [x], max_checks=60)
+    check_layer_gradient(f64(pool_text(f"pool: {method} global_pooling: true"), backend=backend), [x], max_checks=60)
     with pytest.raises(RistrettoError, match="global_pooling"):
-        make(pool_text(f"pool: {method} global_pooling: true kernel_size: 2"), bottom_shapes=[x.shape])
+        make(pool_text(f"pool: {method} global_pooling: true kernel_size: 2"), bottom_shapes=[x.shape], backend=backend)
 
 
 def distinct(shape, seed):
@@ -498,13 +501,13 @@ def distinct(shape, seed):
     ((1, 2, 6, 6), "kernel_size: 3 stride: 2"),
     ((1, 2, 7, 6), "kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0"),
 ])
-def test_pooling_gradients(method, shape, body):
-    check_layer_gradient(f64(pool_text(f"pool: {method} {body}")), [distinct(shape, 14)], max_checks=80)
+def test_pooling_gradients(backend, method, shape, body):
+    check_layer_gradient(f64(pool_text(f"pool: {method} {body}"), backend=backend), [distinct(shape, 14)], max_checks=80)
 
 
-def test_stochastic_pooling():
+def test_stochastic_pooling(backend):
     x = np.abs(np.random.default_rng(15).standard_normal((2, 3, 5, 5)))
-    layer = make(pool_text("pool: STOCHASTIC kernel_size: 3 stride: 2"), TEST, bottom_shapes=[x.shape])
+    layer = make(pool_text("pool: STOCHASTIC kernel_size: 3 stride: 2"), TEST, bottom_shapes=[x.shape], backend=backend)
     (y,) = layer.forward([x])
     want = np.zeros(y.shape)
     for i, j in itertools.product(range(2), range(2)):
@@ -514,7 +517,7 @@ def test_stochastic_pooling():
     # TRAIN samples an element of the window with probability proportional to it
     x = np.zeros((1, 4000, 2, 2))
     x[:, :, 0, 0], x[:, :, 1, 1] = 1.0, 3.0
-    layer = make(pool_text("pool: STOCHASTIC kernel_size: 2"), TRAIN, seed=1, bottom_shapes=[x.shape])
+    layer = make(pool_text("pool: STOCHASTIC kernel_size: 2"), TRAIN, seed=1, bottom_shapes=[x.shape], backend=backend)
     (y,) = layer.forward([x])
     assert set(np.unique(y)) <= {1.0, 3.0}
     assert abs(np.mean(y == 1.0) - 0.25) < 0.03
@@ -531,9 +534,9 @@ def test_stochastic_pooling():
     ("pool: MAX global_pooling: true stride: 2", "global_pooling"),
     ("pool: MAX kernel_size: 2 pad: 1 pad_h: 1 pad_w: 1", "pad"),
 ])
-def test_pooling_rejects_bad_parameters(body, msg):
+def test_pooling_rejects_bad_parameters(backend, body, msg):
     with pytest.raises(RistrettoError, match=msg):
-        make(pool_text(body), bottom_shapes=[(1, 1, 6, 6)])
+        make(pool_text(body), bottom_shapes=[(1, 1, 6, 6)], backend=backend)
 
 
 # -- LRN ------------------------------------------------------------------------------
@@ -550,9 +553,9 @@ def lrn_text(region, body):
 
 
 @pytest.mark.parametrize("region,body", LRN_CASES)
-def test_lrn_matches_naive_formula(region, body):
+def test_lrn_matches_naive_formula(backend, region, body):
     x = np.random.default_rng(16).standard_normal((2, 7, 4, 5)).astype(np.float32)
-    layer = make(lrn_text(region, body), bottom_shapes=[x.shape])
+    layer = make(lrn_text(region, body), bottom_shapes=[x.shape], backend=backend)
     lp = layer.param.lrn_param
     (y,) = layer.forward([x])
     ref = naive_lrn(x.astype(np.float64), lp.local_size, lp.alpha, lp.beta, lp.k, region)
@@ -560,28 +563,28 @@ def test_lrn_matches_naive_formula(region, body):
     np.testing.assert_allclose(y, ref, rtol=2e-6, atol=1e-6)
 
 
-def test_lrn_within_channel_divides_by_n_squared_by_hand():
+def test_lrn_within_channel_divides_by_n_squared_by_hand(backend):
     x = np.zeros((1, 1, 3, 3))
     x[0, 0, 0, 0] = 2.0
-    layer = make(lrn_text("WITHIN_CHANNEL", "local_size: 3 alpha: 9 beta: 1 k: 7"), bottom_shapes=[x.shape])
+    layer = make(lrn_text("WITHIN_CHANNEL", "local_size: 3 alpha: 9 beta: 1 k: 7"), bottom_shapes=[x.shape], backend=backend)
     (y,) = layer.forward([x])
     # corner window holds 4 real pixels and 5 padded zeros; still divided by 9: scale = 1 + 9 * 4 / 9
     assert y[0, 0, 0, 0] == pytest.approx(2.0 / 5.0)
 
 
 @pytest.mark.parametrize("region,body", LRN_CASES)
-def test_lrn_gradients(region, body):
+def test_lrn_gradients(backend, region, body):
     x = np.random.default_rng(17).standard_normal((2, 6, 4, 4))
-    check_layer_gradient(f64(lrn_text(region, body)), [x], max_checks=80)
+    check_layer_gradient(f64(lrn_text(region, body), backend=backend), [x], max_checks=80)
 
 
 @pytest.mark.parametrize("region,body", LRN_CASES[::2])
 @pytest.mark.parametrize("block_bytes", [1, 200, 2000])
-def test_lrn_blocked_matches_whole(monkeypatch, region, body, block_bytes):
+def test_lrn_blocked_matches_whole(backend, monkeypatch, region, body, block_bytes):
     """Cutting the work into cache-sized blocks (row bands, planes, samples) changes nothing."""
     x = np.random.default_rng(19).standard_normal((3, 5, 6, 4))
     dy = np.random.default_rng(20).standard_normal(x.shape)
-    layer = make(lrn_text(region, body), bottom_shapes=[x.shape])
+    layer = make(lrn_text(region, body), bottom_shapes=[x.shape], backend=backend)
     monkeypatch.setattr(lrn_mod, "LRN_BLOCK_BYTES", 1 << 30)
     (want,) = layer.forward([x])
     (want_dx,) = layer.backward([dy], [x], [want], [True])
@@ -593,9 +596,9 @@ def test_lrn_blocked_matches_whole(monkeypatch, region, body, block_bytes):
     np.testing.assert_allclose(got_dx, want_dx, rtol=1e-12, atol=1e-14)
 
 
-def test_lrn_rejects_even_size():
+def test_lrn_rejects_even_size(backend):
     with pytest.raises(RistrettoError, match="odd"):
-        make(lrn_text("ACROSS_CHANNELS", "local_size: 4"), bottom_shapes=[(1, 4, 3, 3)])
+        make(lrn_text("ACROSS_CHANNELS", "local_size: 4"), bottom_shapes=[(1, 4, 3, 3)], backend=backend)
 
 
 # -- InnerProduct ------------------------------------------------------------------------
@@ -610,9 +613,9 @@ def ip_text(body):
     ("num_output: 4 transpose: true", (3, 6), (3, 4)),
     ("num_output: 3 axis: -1 transpose: true bias_term: false", (2, 2, 5), (2, 2, 3)),
 ])
-def test_inner_product(body, shape, top):
+def test_inner_product(backend, body, shape, top):
     x = np.random.default_rng(18).standard_normal(shape)
-    layer = make(ip_text(body), bottom_shapes=[shape])
+    layer = make(ip_text(body), bottom_shapes=[shape], backend=backend)
     assert layer.reshape([shape]) == [top]
     axis = len(top) - 1
     k = math.prod(shape[axis:])
@@ -625,10 +628,10 @@ def test_inner_product(body, shape, top):
     if len(layer.blobs) > 1:
         want += layer.blobs[1]
     np.testing.assert_allclose(layer.forward([x])[0], want.reshape(top), rtol=1e-6, atol=1e-6)
-    check_layer_gradient(f64(ip_text(body)), [x], max_checks=60)
+    check_layer_gradient(f64(ip_text(body), backend=backend), [x], max_checks=60)
 
 
-def test_inner_product_rejects_wrong_input_size():
-    layer = make(ip_text("num_output: 2"), bottom_shapes=[(2, 6)])
+def test_inner_product_rejects_wrong_input_size(backend):
+    layer = make(ip_text("num_output: 2"), bottom_shapes=[(2, 6)], backend=backend)
     with pytest.raises(RistrettoError, match="incompatible"):
         layer.reshape([(2, 7)])
