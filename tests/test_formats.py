@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ristretto_cli.backend import is_numpy
 from ristretto_cli.errors import RistrettoError
 from ristretto_cli.formats import (FormatError, Rounding, fixed_point_grid, minifloat_max, minifloat_min,
                                  trim_fixed_point, trim_minifloat, trim_pow2)
@@ -21,6 +22,42 @@ from ristretto_cli.formats.trim import minifloat_bias
 DETERMINISTIC = [r for r in Rounding if r != Rounding.STOCHASTIC]
 f32 = np.float32
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# -- the format functions on each backend (host arrays in, host arrays out) -----
+
+class _OnBackend:
+    """``trim_*`` of ristretto_cli.formats run on ``backend``: array arguments move there
+    with ``backend.asarray``, results come back with ``backend.to_numpy``, and a NumPy
+    generator is replaced by one of the backend's seeded from it. On NumPy these are the
+    functions themselves."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        numpy = is_numpy(backend.xp)
+        for fn in (trim_fixed_point, trim_minifloat, trim_pow2):
+            setattr(self, fn.__name__, fn if numpy else self._typed(fn))
+
+    def _typed(self, fn):
+        be = self.backend
+
+        def call(x, *args, **kwargs):
+            args = list(args)
+            for i, a in enumerate(args):
+                if isinstance(a, np.random.Generator):
+                    args[i] = be.xp.random.default_rng(int(a.integers(2 ** 63)))
+            if isinstance(kwargs.get("rng"), np.random.Generator):
+                kwargs["rng"] = be.xp.random.default_rng(int(kwargs["rng"].integers(2 ** 63)))
+            if isinstance(kwargs.get("out"), np.ndarray):
+                kwargs["out"] = be.asarray(kwargs["out"])
+            return be.to_numpy(fn(be.asarray(np.asarray(x)), *args, **kwargs))
+
+        return call
+
+
+@pytest.fixture
+def fmt(backend):
+    return _OnBackend(backend)
 
 
 # -- independent references ----------------------------------------------------
@@ -129,7 +166,7 @@ def test_fixed_point_nearest_error_and_ties(xs, bw, fl):
                 assert (Fraction(gi) / Fraction(step)).numerator % 2 == 0
 
 
-def test_fixed_point_rounding_semantics():
+def test_fixed_point_rounding_semantics(fmt):
     x = np.array([-2.5, -1.5, -1.25, -0.5, 0.5, 1.25, 1.5, 2.5, 0.49999997], dtype=f32)
     want = {
         Rounding.NEAREST: [-2, -2, -1, 0, 0, 1, 2, 2, 0],
@@ -139,21 +176,21 @@ def test_fixed_point_rounding_semantics():
         Rounding.TOWARD_ZERO: [-2, -1, -1, 0, 0, 1, 1, 2, 0],
     }
     for rounding, w in want.items():
-        np.testing.assert_array_equal(trim_fixed_point(x, 8, 0, rounding), np.array(w, dtype=f32),
+        np.testing.assert_array_equal(fmt.trim_fixed_point(x, 8, 0, rounding), np.array(w, dtype=f32),
                                       err_msg=rounding.name)
 
 
-def test_fixed_point_saturates_then_rounds():
+def test_fixed_point_saturates_then_rounds(fmt):
     # bw 4, fl 1: grid 0.5, range [-4, 3.5]
     x = np.array([3.5, 3.74, 3.76, 100.0, -4.0, -4.2, -1e30, 1e30], dtype=f32)
-    np.testing.assert_array_equal(trim_fixed_point(x, 4, 1), [3.5, 3.5, 3.5, 3.5, -4, -4, -4, 3.5])
+    np.testing.assert_array_equal(fmt.trim_fixed_point(x, 4, 1), [3.5, 3.5, 3.5, 3.5, -4, -4, -4, 3.5])
     # negative fl: grid coarser than 1; fl > bw: range smaller than 1
-    np.testing.assert_array_equal(trim_fixed_point(np.array([5.0, 6.0, 7.0, 1000.0], f32), 4, -2),
+    np.testing.assert_array_equal(fmt.trim_fixed_point(np.array([5.0, 6.0, 7.0, 1000.0], f32), 4, -2),
                                   [4, 8, 8, 28])
-    np.testing.assert_array_equal(trim_fixed_point(np.array([0.1, 0.3, -0.3], f32), 2, 3),
+    np.testing.assert_array_equal(fmt.trim_fixed_point(np.array([0.1, 0.3, -0.3], f32), 2, 3),
                                   [0.125, 0.125, -0.25])
     # defaults (bw 32, fl 16) still round to 2^-16 and saturate at +-32768
-    np.testing.assert_array_equal(trim_fixed_point(np.array([1e-6, 3e-5, 1e6, -1e6], f32), 32, 16),
+    np.testing.assert_array_equal(fmt.trim_fixed_point(np.array([1e-6, 3e-5, 1e6, -1e6], f32), 32, 16),
                                   [0.0, 2.0 ** -15, 32768.0, -32768.0])
 
 
@@ -166,10 +203,10 @@ def test_fixed_point_grid_helper():
 # -- stochastic rounding -------------------------------------------------------
 
 @pytest.mark.parametrize("value,bw,fl", [(0.3, 8, 0), (-2.7, 8, 0), (0.1, 16, 3), (-0.01, 8, 4), (5.0, 8, 0)])
-def test_stochastic_fixed_point_unbiased(value, bw, fl):
+def test_stochastic_fixed_point_unbiased(fmt, value, bw, fl):
     n = 20000
     x = np.full(n, value, dtype=f32)
-    got = trim_fixed_point(x, bw, fl, Rounding.STOCHASTIC, rng=np.random.default_rng(1)).astype(np.float64)
+    got = fmt.trim_fixed_point(x, bw, fl, Rounding.STOCHASTIC, rng=np.random.default_rng(1)).astype(np.float64)
     step = 2.0 ** -fl
     lo = math.floor(float(f32(value)) / step) * step
     assert set(np.unique(got)).issubset({lo, lo + step})
@@ -178,21 +215,21 @@ def test_stochastic_fixed_point_unbiased(value, bw, fl):
     assert abs(got.mean() - float(f32(value))) <= 5 * sigma + 1e-12
 
 
-def test_stochastic_minifloat_and_pow2_unbiased():
+def test_stochastic_minifloat_and_pow2_unbiased(fmt):
     n = 20000
     rng = np.random.default_rng(2)
     # minifloat (m3, e4): 0.3 lies between 0.28125 and 0.3125
     x = np.full(n, 0.3, dtype=f32)
-    got = trim_minifloat(x, 3, 4, Rounding.STOCHASTIC, rng).astype(np.float64)
+    got = fmt.trim_minifloat(x, 3, 4, Rounding.STOCHASTIC, rng).astype(np.float64)
     assert set(np.unique(got)) == {0.28125, 0.3125}
     p = (float(f32(0.3)) - 0.28125) / 0.03125
     assert abs(got.mean() - float(f32(0.3))) <= 5 * 0.03125 * math.sqrt(p * (1 - p) / n)
     # negative values too
-    got = trim_minifloat(-x, 3, 4, Rounding.STOCHASTIC, rng).astype(np.float64)
+    got = fmt.trim_minifloat(-x, 3, 4, Rounding.STOCHASTIC, rng).astype(np.float64)
     assert abs(got.mean() + float(f32(0.3))) <= 5 * 0.03125 * math.sqrt(p * (1 - p) / n)
     # pow2 rounds the exponent: E[R(log2|x|)] = log2|x|
     x = np.full(n, -0.3, dtype=f32)
-    got = trim_pow2(x, -8, -1, Rounding.STOCHASTIC, rng)
+    got = fmt.trim_pow2(x, -8, -1, Rounding.STOCHASTIC, rng)
     e = np.log2(-got.astype(np.float64))
     lg = math.log2(float(f32(0.3)))
     q = lg - math.floor(lg)
@@ -200,12 +237,12 @@ def test_stochastic_minifloat_and_pow2_unbiased():
     assert abs(e.mean() - lg) <= 5 * math.sqrt(q * (1 - q) / n)
 
 
-def test_stochastic_needs_rng_and_is_reproducible():
+def test_stochastic_needs_rng_and_is_reproducible(fmt):
     x = np.linspace(-3, 3, 101, dtype=f32)
     with pytest.raises(FormatError):
-        trim_fixed_point(x, 8, 2, Rounding.STOCHASTIC)
-    a = trim_fixed_point(x, 8, 2, Rounding.STOCHASTIC, rng=np.random.default_rng(5))
-    b = trim_fixed_point(x, 8, 2, Rounding.STOCHASTIC, rng=np.random.default_rng(5))
+        fmt.trim_fixed_point(x, 8, 2, Rounding.STOCHASTIC)
+    a = fmt.trim_fixed_point(x, 8, 2, Rounding.STOCHASTIC, rng=np.random.default_rng(5))
+    b = fmt.trim_fixed_point(x, 8, 2, Rounding.STOCHASTIC, rng=np.random.default_rng(5))
     np.testing.assert_array_equal(a, b)
 
 
@@ -229,51 +266,51 @@ def test_minifloat_matches_reference(xs, me, rounding, sat):
             assert math.copysign(1, gi) == 1, "zeros come out as +0"
 
 
-def test_minifloat_4_3_examples():
+def test_minifloat_4_3_examples(fmt):
     """(exp_bits 4, mant_bits 3): bias 7, range 2^-7 .. 480, no denormals."""
     x = np.array([496, 500, 511, 512, 480, 464, 470, 479, -600, 1e5, 3e38, 2.0 ** -7, 2.0 ** -8,
                   -(2.0 ** -8), -1e-20, 0.0, -0.0, 1e-40, -1e-45, 0.3], dtype=f32)
     want = [512, 512, 512, 480, 480, 448, 480, 480, -480, 480, 480, 2.0 ** -7, 0, 0, 0, 0, 0, 0, 0, 0.3125]
-    got = trim_minifloat(x, 3, 4)
+    got = fmt.trim_minifloat(x, 3, 4)
     np.testing.assert_array_equal(got, np.array(want, dtype=f32))
     assert not np.signbit(got[got == 0]).any(), "underflow and zeros become +0"
     # 464 is a tie between 448 and 480: ties to even (448); C round() would give 480
-    assert trim_minifloat(np.float32([464]), 3, 4, Rounding.NEAREST_TIES_AWAY)[0] == 480
+    assert fmt.trim_minifloat(np.float32([464]), 3, 4, Rounding.NEAREST_TIES_AWAY)[0] == 480
     assert minifloat_max(3, 4) == 480 and minifloat_min(3, 4) == 2.0 ** -7 and minifloat_bias(4) == 7
     assert minifloat_max(10, 5) == 131008 and minifloat_max(7, 4) == 2.0 ** 8 * (2 - 2.0 ** -7)
 
 
-def test_minifloat_5_10_examples():
-    got = trim_minifloat(np.array([2e5, 1e-6, 65504, 1.0 + 2.0 ** -11, 1.0 + 3 * 2.0 ** -11], f32), 10, 5)
+def test_minifloat_5_10_examples(fmt):
+    got = fmt.trim_minifloat(np.array([2e5, 1e-6, 65504, 1.0 + 2.0 ** -11, 1.0 + 3 * 2.0 ** -11], f32), 10, 5)
     np.testing.assert_array_equal(got, [131008, 0, 65504, 1.0, 1.0 + 2 * 2.0 ** -10])
 
 
-def test_minifloat_saturate_after_rounding_is_monotone():
+def test_minifloat_saturate_after_rounding_is_monotone(fmt):
     x = np.sort(np.concatenate([np.linspace(-600, 600, 4801, dtype=f32),
                                 np.random.default_rng(0).standard_normal(2000).astype(f32) * 100]))
-    plain = trim_minifloat(x, 3, 4)
+    plain = fmt.trim_minifloat(x, 3, 4)
     assert (np.diff(plain) < 0).any(), "the original's carry is not monotone"
     for rounding in DETERMINISTIC:
-        sat = trim_minifloat(x, 3, 4, rounding, saturate_after_rounding=True)
+        sat = fmt.trim_minifloat(x, 3, 4, rounding, saturate_after_rounding=True)
         assert (np.diff(sat) >= 0).all(), rounding.name
         assert np.abs(sat).max() == 480
-    np.testing.assert_array_equal(trim_minifloat(np.float32([496, 512, -511]), 3, 4,
+    np.testing.assert_array_equal(fmt.trim_minifloat(np.float32([496, 512, -511]), 3, 4,
                                                  saturate_after_rounding=True), [480, 480, -480])
 
 
-def test_minifloat_specials():
+def test_minifloat_specials(fmt):
     x = np.array([np.inf, -np.inf, np.nan], dtype=f32)
-    np.testing.assert_array_equal(trim_minifloat(x, 3, 4), [480, -480, 480])
+    np.testing.assert_array_equal(fmt.trim_minifloat(x, 3, 4), [480, -480, 480])
     with np.errstate(over="ignore"):
         # exp_bits 8 keeps float32's range; its "saturation" exponent 2^128 is inf, as powf gives
-        np.testing.assert_array_equal(trim_minifloat(np.float32([np.inf, 1.0, -3.0]), 23, 8),
+        np.testing.assert_array_equal(fmt.trim_minifloat(np.float32([np.inf, 1.0, -3.0]), 23, 8),
                                       [np.inf, 1.0, -3.0])
 
 
-def test_minifloat_truncate_rounds_down_signed():
+def test_minifloat_truncate_rounds_down_signed(fmt):
     x = np.array([0.3, -0.3, 1.9, -1.9], dtype=f32)
-    np.testing.assert_array_equal(trim_minifloat(x, 2, 4, Rounding.TRUNCATE), [0.25, -0.3125, 1.75, -2.0])
-    np.testing.assert_array_equal(trim_minifloat(x, 2, 4, Rounding.TOWARD_ZERO), [0.25, -0.25, 1.75, -1.75])
+    np.testing.assert_array_equal(fmt.trim_minifloat(x, 2, 4, Rounding.TRUNCATE), [0.25, -0.3125, 1.75, -2.0])
+    np.testing.assert_array_equal(fmt.trim_minifloat(x, 2, 4, Rounding.TOWARD_ZERO), [0.25, -0.25, 1.75, -1.75])
 
 
 # -- power of two ------------------------------------------------------------
@@ -292,22 +329,22 @@ def test_pow2_matches_reference(xs, lo, span, rounding):
         assert j == int(j) and lo <= j <= lo + span
 
 
-def test_pow2_zero_sign_and_clamp():
+def test_pow2_zero_sign_and_clamp(fmt):
     x = np.array([0.0, -0.0, 1e-6, -1e-6, 1e-45, 100.0, -100.0, 0.5, -0.25, 0.3], dtype=f32)
     want = [2.0 ** -8, 2.0 ** -8, 2.0 ** -8, -(2.0 ** -8), 2.0 ** -8, 0.5, -0.5, 0.5, -0.25, 0.25]
-    np.testing.assert_array_equal(trim_pow2(x, -8, -1), np.array(want, dtype=f32))
+    np.testing.assert_array_equal(fmt.trim_pow2(x, -8, -1), np.array(want, dtype=f32))
 
 
-def test_pow2_float32_log2_ties():
+def test_pow2_float32_log2_ties(fmt):
     ks = np.arange(-8, -1)
     x = np.array([float(f32(2.0 ** (k + 0.5))) for k in ks], dtype=f32)
     assert (np.log2(x) == (ks + 0.5).astype(f32)).all(), "float32 log2 gives exact ties here"
     even = np.where(ks % 2 == 0, ks, ks + 1)  # rint: k + 0.5 -> the even neighbour
-    np.testing.assert_array_equal(trim_pow2(x, -8, -1), 2.0 ** even)
-    np.testing.assert_array_equal(trim_pow2(-x, -8, -1), -(2.0 ** even))
+    np.testing.assert_array_equal(fmt.trim_pow2(x, -8, -1), 2.0 ** even)
+    np.testing.assert_array_equal(fmt.trim_pow2(-x, -8, -1), -(2.0 ** even))
     # ties away from zero: k + 0.5 -> k + 1 for negative k + 0.5 ... -> away from zero
     away = np.where(ks + 0.5 > 0, ks + 1, ks)
-    np.testing.assert_array_equal(trim_pow2(x, -8, -1, Rounding.NEAREST_TIES_AWAY), 2.0 ** away)
+    np.testing.assert_array_equal(fmt.trim_pow2(x, -8, -1, Rounding.NEAREST_TIES_AWAY), 2.0 ** away)
 
 
 # -- the fast path (scale by exact powers of two, in place, in blocks) --------
@@ -387,14 +424,14 @@ def test_minifloat_bit_path_equals_the_formula(m, e, sat):
 
 # -- dtype, purity, parameters -----------------------------------------------
 
-def test_dtype_kept_and_input_untouched():
+def test_dtype_kept_and_input_untouched(fmt):
     x = np.array([0.3, -1.7, 400.0], dtype=np.float64)
     keep = x.copy()
-    for out in (trim_fixed_point(x, 8, 4), trim_minifloat(x, 3, 4), trim_pow2(x, -8, -1)):
+    for out in (fmt.trim_fixed_point(x, 8, 4), fmt.trim_minifloat(x, 3, 4), fmt.trim_pow2(x, -8, -1)):
         assert out.dtype == np.float64
     np.testing.assert_array_equal(x, keep)
-    np.testing.assert_array_equal(trim_minifloat(x, 3, 4), trim_minifloat(x.astype(f32), 3, 4))
-    assert trim_fixed_point(np.zeros((2, 3, 4), f32), 8, 4).shape == (2, 3, 4)
+    np.testing.assert_array_equal(fmt.trim_minifloat(x, 3, 4), fmt.trim_minifloat(x.astype(f32), 3, 4))
+    assert fmt.trim_fixed_point(np.zeros((2, 3, 4), f32), 8, 4).shape == (2, 3, 4)
 
 
 @pytest.mark.parametrize("call", [
@@ -411,25 +448,21 @@ def test_invalid_parameters_raise(call):
     assert isinstance(info.value, RistrettoError) and isinstance(info.value, ValueError)
 
 
-def test_cupy_matches_numpy():
-    cupy = pytest.importorskip("cupy")
-    try:
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception:  # pragma: no cover
-        pytest.skip("no CUDA device")
+def test_same_values_as_numpy_on_every_backend(fmt):
+    """The same bits from either array module (was the hand-listed CuPy check)."""
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.standard_normal(5000).astype(f32) * 50,
                         np.array([0, -0.0, 496, 512, 464, 1e-40, 3e38, 2.0 ** -7], f32),
                         np.array([f32(2.0 ** (k + 0.5)) for k in range(-8, -1)], f32)])
-    xg = cupy.asarray(x)
     for rounding in DETERMINISTIC:
-        for fn in (lambda a: trim_fixed_point(a, 8, 3, rounding), lambda a: trim_minifloat(a, 3, 4, rounding),
-                   lambda a: trim_minifloat(a, 10, 5, rounding), lambda a: trim_pow2(a, -8, -1, rounding)):
-            np.testing.assert_array_equal(cupy.asnumpy(fn(xg)), fn(x))
+        for name, args in (("trim_fixed_point", (8, 3)), ("trim_minifloat", (3, 4)), ("trim_minifloat", (10, 5)),
+                           ("trim_pow2", (-8, -1))):
+            np.testing.assert_array_equal(getattr(fmt, name)(x, *args, rounding), globals()[name](x, *args, rounding),
+                                          err_msg=f"{name}{args} {rounding.name}")
 
 
-def test_truncate_keeps_the_lsb_of_tiny_negatives_with_negative_fl():
+def test_truncate_keeps_the_lsb_of_tiny_negatives_with_negative_fl(fmt):
     # x * 2^fl underflows to -0 in float32; floor of the exact product is still -1.
     x = np.array([-1.401298464324817e-45, -3e-39, 1e-45], np.float32)
-    got = trim_fixed_point(x, 4, -1, Rounding.TRUNCATE)
+    got = fmt.trim_fixed_point(x, 4, -1, Rounding.TRUNCATE)
     assert got.tolist() == [-2.0, -2.0, 0.0]
