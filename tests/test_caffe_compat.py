@@ -50,3 +50,58 @@ def test_v1_only_and_v2_only_nets_still_read():
     assert [l.type for l in v1.layer] == ["Input", "Convolution"]
     v2 = parse_net_text(MIXED.replace('layers { name: "conv" type: CONVOLUTION', 'layer { name: "conv" type: "Convolution"'))
     assert [l.type for l in v2.layer] == ["Input", "Convolution", "Softmax"]
+
+
+# -- 3. the 2016 Ristretto release's names ------------------------------------------------
+
+OLD_RISTRETTO = '''name: "old"
+layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 1 dim: 1 dim: 4 dim: 4 }} }} }}
+layer {{ name: "conv" type: "ConvolutionRistretto" bottom: "data" top: "conv"
+        convolution_param {{ num_output: 2 kernel_size: 3 }}
+        quantization_param {{ precision: {p} bw_layer_out: 8 bw_params: 4 fl_layer_out: 2 fl_params: 3 }} }}
+'''
+
+
+@pytest.mark.parametrize("old, new", [("FIXED_POINT", "DYNAMIC_FIXED_POINT"), ("MINI_FLOATING_POINT", "MINIFLOAT"),
+                                      ("POWER_2_WEIGHTS", "INTEGER_POWER_OF_2_WEIGHTS")])
+def test_2016_precision_names_read_as_todays(old, new):
+    net = parse_net_text(OLD_RISTRETTO.format(p=old))
+    q = net.layer[1].quantization_param
+    assert q.precision == caffe_pb2.QuantizationParameter.Precision.Value(new)
+    assert q.bw_params == 4 and q.fl_layer_out == 2
+    text = message_to_text(net)  # what we write uses today's name only
+    assert f"precision: {new}" in text
+    if old != "FIXED_POINT":
+        assert old not in text
+    else:
+        assert "precision: FIXED_POINT" not in text
+
+
+def test_todays_precision_names_and_other_enums_are_untouched():
+    net = parse_net_text(OLD_RISTRETTO.format(p="MINIFLOAT").replace("bw_params: 4", "bw_params: 4 rounding_scheme: STOCHASTIC"))
+    q = net.layer[1].quantization_param
+    assert q.precision == caffe_pb2.QuantizationParameter.MINIFLOAT and q.rounding_scheme == 1
+
+
+def test_errors_after_an_old_name_keep_their_column():
+    # "bogus" starts at column 28 of line 2 as written (the rename makes the line longer)
+    text = 'layer { name: "a" type: "Input" top: "a" }\nlayer { quantization_param { precision: FIXED_POINT bogus: 1 } }\n'
+    col = text.splitlines()[1].index("bogus") + 1
+    with pytest.raises(RistrettoError, match=rf"^f\.prototxt:2:{col}: .*bogus"):
+        parse_net_text(text, "f.prototxt")
+
+
+@pytest.mark.parametrize("old, new", [("fixed_point", "dynamic_fixed_point"), ("mini_floating_point", "minifloat"),
+                                      ("power_of_2_weights", "integer_power_of_2_weights"),
+                                      ("minifloat", "minifloat")])
+def test_2016_trimming_mode_spellings(tmp_path, monkeypatch, old, new):
+    from ristretto_cli.quantize import procedure
+
+    seen = {}
+    monkeypatch.setattr(procedure, "quantize", lambda model, weights, out, mode, **kw: seen.setdefault("mode", mode))
+    model, weights = tmp_path / "m.prototxt", tmp_path / "w.caffemodel"
+    model.write_text("")
+    weights.write_bytes(b"")
+    code = run_cli(["quantize", f"--model={model}", f"--weights={weights}",
+                    f"--model_quantized={tmp_path / 'q.prototxt'}", f"--trimming_mode={old}"])
+    assert code == 0 and seen["mode"] == new
