@@ -105,3 +105,27 @@ def test_2016_trimming_mode_spellings(tmp_path, monkeypatch, old, new):
     code = run_cli(["quantize", f"--model={model}", f"--weights={weights}",
                     f"--model_quantized={tmp_path / 'q.prototxt'}", f"--trimming_mode={old}"])
     assert code == 0 and seen["mode"] == new
+
+
+# -- 4. LevelDB sources ------------------------------------------------------------------
+
+LEVELDB_NET = '''name: "ldb"
+layer {{ name: "mnist" type: "Data" top: "data" top: "label"
+        data_param {{ source: "{source}" batch_size: 2{backend} }} }}
+layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param {{ num_output: 3 }} }}
+'''
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["backend-LEVELDB", "leveldb-folder-as-LMDB"])
+def test_leveldb_is_refused_in_one_line_that_says_how_to_convert(tmp_path, capsys, declared):
+    db = tmp_path / "mnist_train_leveldb"
+    if not declared:  # what a LevelDB folder holds
+        db.mkdir()
+        (db / "CURRENT").write_text("MANIFEST-000001\n")
+        (db / "MANIFEST-000001").write_bytes(b"")
+    net = tmp_path / "ldb.prototxt"
+    net.write_text(LEVELDB_NET.format(source=db, backend=" backend: LEVELDB" if declared else ""))
+    for command in (["info", "-m", net], ["benchmark", "-m", net, "-i", "1"]):
+        code, _, err = run_cli(command, capsys)
+        _one_line_error(code, err, str(net), "layer 'mnist'", str(db), "LevelDB", "--backend=lmdb",
+                        "convert_imageset", "ristretto convert")
