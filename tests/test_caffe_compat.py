@@ -129,3 +129,44 @@ def test_leveldb_is_refused_in_one_line_that_says_how_to_convert(tmp_path, capsy
         code, _, err = run_cli(command, capsys)
         _one_line_error(code, err, str(net), "layer 'mnist'", str(db), "LevelDB", "--backend=lmdb",
                         "convert_imageset", "ristretto convert")
+
+
+# -- 2. BVLC master's last schema fields -----------------------------------------------------
+
+@pytest.mark.parametrize("message, field, number, default", [
+    ("PoolingParameter", "round_mode", 13, 0), ("LayerParameter", "swish_param", 147, None),
+    ("LayerParameter", "clip_param", 148, None), ("SolverParameter", "weights", 42, None),
+    ("ClipParameter", "min", 1, None), ("ClipParameter", "max", 2, None), ("SwishParameter", "beta", 1, 1.0),
+])
+def test_fields_of_the_final_schema(message, field, number, default):
+    f = getattr(caffe_pb2, message).DESCRIPTOR.fields_by_name[field]
+    assert f.number == number
+    if default is not None:
+        assert f.default_value == default
+    assert caffe_pb2.PoolingParameter.RoundMode.Value("FLOOR") == 1
+
+
+def test_final_schema_fields_are_the_originals_not_ours():
+    """They are in Caffe-Ristretto's own final caffe.proto: a prototxt using them passes the
+    original-schema check."""
+    from ristretto_cli.caffe.original_schema import parse_with_original_schema
+
+    text = '''layer { name: "p" type: "Pooling" pooling_param { pool: MAX kernel_size: 2 round_mode: FLOOR } }
+layer { name: "c" type: "Clip" clip_param { min: 0 max: 6 } }
+layer { name: "s" type: "Swish" swish_param { beta: 2 } }
+'''
+    parse_with_original_schema(text)
+    parse_with_original_schema('weights: "a.caffemodel" base_lr: 0.1', "SolverParameter")
+
+
+def test_clip_and_swish_params_in_a_caffemodel_stay_theirs(tmp_path):
+    from ristretto_cli.caffe.caffemodel import read_caffemodel, write_caffemodel
+
+    net = caffe_pb2.NetParameter()
+    clip = net.layer.add(name="c", type="Clip")
+    clip.clip_param.min, clip.clip_param.max = -1.0, 6.0
+    net.layer.add(name="s", type="Swish").swish_param.beta = 2.0
+    write_caffemodel(tmp_path / "m.caffemodel", net)
+    back = read_caffemodel(tmp_path / "m.caffemodel")
+    assert back.layer[0].clip_param.max == 6.0 and not back.layer[0].HasField("quantization_param")
+    assert back.layer[1].swish_param.beta == 2.0 and not back.layer[1].HasField("quantization_param")
