@@ -375,7 +375,7 @@ def test_data_layer_errors_name_the_layer_and_path(tmp_path):
     lp.data_param.source = "x"
     lp.data_param.batch_size = 1
     lp.data_param.backend = caffe_pb2.DataParameter.LEVELDB
-    with pytest.raises(RistrettoError, match="LEVELDB is not supported"):
+    with pytest.raises(RistrettoError, match="LevelDB databases are not read"):
         create_layer(lp, TEST, Backend(np, seed=0)).setup([])
 
 

@@ -256,3 +256,42 @@ def test_ristretto_layers_train_full_precision_shadow_weights(setup, tmp_path, c
     assert layers["ip1"].type == "FcRistretto"
     w = np.asarray(layers["ip1"].blobs[0].data, np.float64)
     assert not np.allclose(w * 8, np.round(w * 8))
+
+
+def test_the_solver_weights_field_is_loaded_unless_weights_or_snapshot_say_otherwise(setup, tmp_path, capsys,
+                                                                                      monkeypatch):
+    """BVLC master's SolverParameter.weights (42): loaded like --weights, which replaces it; a
+    --snapshot resume ignores it (tools/caffe.cpp clears it)."""
+    from ristretto_cli.caffe.caffemodel import write_caffemodel
+
+    plain = setup()
+    with Solver.from_file(plain, progress=False, log=lambda m: None) as s:
+        s.net.layer("ip1").blobs[0][...] = 0.25
+        write_caffemodel(str(tmp_path / "start.caffemodel"), s.net.to_proto())
+        write_caffemodel(str(tmp_path / "other.caffemodel"), s.net.to_proto())
+    loaded = []
+    original = Solver.load_weights
+
+    def load_weights(self, weights):
+        original(self, weights)
+        loaded.append((weights, float(self.net.layer("ip1").blobs[0].reshape(-1)[0])))
+
+    monkeypatch.setattr(Solver, "load_weights", load_weights)
+    # a relative name resolves next to the solver, like its net
+    solver = setup(name="with_weights.prototxt", extra='weights: "start.caffemodel"')
+    code, out, err = run_cli(["finetune", "--solver", solver], capsys)
+    assert code == 0, err
+    assert loaded == [(str(tmp_path / "start.caffemodel"), 0.25)]
+    assert f"Fine-tuning from {tmp_path / 'start.caffemodel'}" in err
+    loaded.clear()
+    code, out, err = run_cli(["finetune", "--solver", solver, "--weights", tmp_path / "other.caffemodel"], capsys)
+    assert code == 0, err
+    assert [w for w, _ in loaded] == [str(tmp_path / "other.caffemodel")]
+    loaded.clear()
+    code, out, err = run_cli(["finetune", "--solver", solver, "--snapshot",
+                              tmp_path / "snap" / "blobs_iter_4.solverstate"], capsys)
+    assert code == 0, err
+    assert loaded == []
+    missing = setup(name="missing_weights.prototxt", extra='weights: "start.caffemodel, nope.caffemodel"')
+    code, out, err = run_cli(["finetune", "--solver", missing], capsys)
+    assert code == 2 and "nope.caffemodel" in err and missing in err and "\n" not in err.strip()

@@ -409,7 +409,20 @@ def test_resume_errors_name_the_file(tmp_path):
 # ---------------------------------------------------------------- signals and divergence
 
 
-def test_sigint_snapshots_and_stops(tmp_path):
+@pytest.fixture(params=["inherited", "ignored", "default"])
+def sigint_before(request):
+    """SIGINT's disposition when the solve starts: as the test process inherited it (SIG_IGN
+    under `make test &`), ignored, or Python's default; restored afterwards."""
+    inherited = signal.getsignal(signal.SIGINT)
+    if request.param == "ignored":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    elif request.param == "default":
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, inherited)
+
+
+def test_sigint_snapshots_and_stops(tmp_path, sigint_before):
     s = dropout_solver(tmp_path, RESUME_TEXT.replace("snapshot: 4", "snapshot: 0"), make_batches(3))
 
     def on_iteration(solver):
@@ -421,14 +434,17 @@ def test_sigint_snapshots_and_stops(tmp_path):
     assert result.stopped_by == "SIGINT" and result.iterations == 3
     assert result.final_state == str(tmp_path / "snap_iter_3.solverstate")
     assert os.path.exists(result.final_state) and os.path.exists(result.final_weights)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # the handler from before the solve is back, whatever it was
+    assert signal.getsignal(signal.SIGINT) is sigint_before
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP here")
 def test_sighup_snapshots_and_goes_on(tmp_path):
     s = dropout_solver(tmp_path, RESUME_TEXT.replace("snapshot: 4", "snapshot: 0"), make_batches(3))
     s.on_iteration = lambda solver: solver.iter == 2 and os.kill(os.getpid(), signal.SIGHUP)
+    before = signal.getsignal(signal.SIGHUP)  # SIG_IGN under nohup
     result = s.solve()
+    assert signal.getsignal(signal.SIGHUP) is before
     assert result.stopped_by is None and result.iterations == 8
     assert os.path.exists(tmp_path / "snap_iter_2.solverstate")
     assert os.path.exists(tmp_path / "snap_iter_8.solverstate")

@@ -20,8 +20,10 @@ from .upgrade import upgrade_net
 _NET_FIELDS = {1: 2, 2: 2, 3: 2, 4: (0, 2), 5: 0, 6: 2, 7: 0, 8: 2, 100: 2}
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # Field numbers that older Caffe-Ristretto builds used for LayerParameter.quantization_param
-# (ours is 149, see caffe.proto); neither is taken in Caffe 1.0.
+# (ours is 149, see caffe.proto). BVLC master later gave them to clip_param (148) and
+# swish_param (147): in a layer of another type, such a field holds a QuantizationParameter.
 LEGACY_QUANTIZATION_FIELDS = (148, 147)
+_LEGACY_QUANTIZATION_OWNERS = {148: ("clip_param", "Clip"), 147: ("swish_param", "Swish")}
 _MAX_PROTO_BYTES = 2**31 - 1
 
 
@@ -98,24 +100,25 @@ def adopt_legacy_quantization_params(net: "caffe_pb2.NetParameter") -> int:
     Returns how many layers were changed. A layer that already has ``quantization_param``
     keeps it; data under the old numbers that does not decode is left alone.
     """
-    from google.protobuf.unknown_fields import UnknownFieldSet
-
     changed = 0
     for layer in net.layer:
-        found = None
-        for u in UnknownFieldSet(layer):
-            if u.field_number in LEGACY_QUANTIZATION_FIELDS and u.wire_type == 2 and found is None:
-                found = u.data
-        if found is None or layer.HasField("quantization_param"):
+        if layer.HasField("quantization_param"):
             continue
-        q = caffe_pb2.QuantizationParameter()
-        try:
-            q.ParseFromString(found)
-        except DecodeError:
-            continue
-        layer.DiscardUnknownFields()
-        layer.quantization_param.CopyFrom(q)
-        changed += 1
+        for number in LEGACY_QUANTIZATION_FIELDS:
+            field, owner = _LEGACY_QUANTIZATION_OWNERS[number]
+            if layer.type == owner or not layer.HasField(field):
+                continue
+            # QuantizationParameter's fields have other wire types than Clip's / Swish's
+            # floats, so the runtime kept them as unknown fields: the bytes are intact.
+            q = caffe_pb2.QuantizationParameter()
+            try:
+                q.ParseFromString(getattr(layer, field).SerializePartialToString())
+            except DecodeError:
+                continue
+            layer.ClearField(field)
+            layer.quantization_param.CopyFrom(q)
+            changed += 1
+            break
     return changed
 
 

@@ -17,6 +17,33 @@ from .upgrade import upgrade_net, upgrade_solver
 
 _POSITION = re.compile(r"^\s*(\d+):(\d+)\s*:\s*")
 
+# QuantizationParameter.Precision names of the first Caffe-Ristretto release (2016), same
+# numbers as today's; read as today's names, so what we write uses only today's.
+LEGACY_PRECISION_NAMES = {
+    "FIXED_POINT": "DYNAMIC_FIXED_POINT",
+    "MINI_FLOATING_POINT": "MINIFLOAT",
+    "POWER_2_WEIGHTS": "INTEGER_POWER_OF_2_WEIGHTS",
+}
+_LEGACY_PRECISION = re.compile(r"(\bprecision\s*:\s*)(" + "|".join(LEGACY_PRECISION_NAMES) + r")\b")
+
+
+def rename_legacy_enum_names(text: str) -> tuple[str, list[tuple[int, int, int]]]:
+    """``text`` with the 2016 precision names replaced by today's, and the edits made as
+    ``(line, column after the new name, columns added)`` (1-based) to map error positions back."""
+    if "precision" not in text:
+        return text, []
+    edits = []
+
+    def repl(m):
+        new = LEGACY_PRECISION_NAMES[m.group(2)]
+        line = text.count("\n", 0, m.start(2)) + 1
+        col = m.start(2) - (text.rfind("\n", 0, m.start(2)) + 1) + 1
+        shift = sum(d for l, _, d in edits if l == line)
+        edits.append((line, col + shift + len(new), len(new) - len(m.group(2))))
+        return m.group(1) + new
+
+    return _LEGACY_PRECISION.sub(repl, text), edits
+
 
 def read_text_file(path) -> str:
     """The file's text (UTF-8); a missing or unreadable file is a one-line error naming it."""
@@ -33,13 +60,17 @@ def read_text_file(path) -> str:
 def parse_text(text: str, message, filename: str = "<text>"):
     """Merge prototxt ``text`` into ``message`` (cleared first) and return it.
 
-    Unknown fields and enum names are errors, as in Caffe.
+    Unknown fields and enum names are errors, as in Caffe; the 2016 Ristretto release's
+    precision names (FIXED_POINT ...) are read as today's (see LEGACY_PRECISION_NAMES).
     """
     message.Clear()
+    text, edits = rename_legacy_enum_names(text)
     try:
         text_format.Parse(text, message, allow_unknown_extension=False)
     except text_format.ParseError as e:
         line, col = e.GetLine(), e.GetColumn()
+        if col is not None:  # a position in the file as written
+            col -= sum(d for l, end, d in edits if l == line and end <= col)
         detail = _POSITION.sub("", str(e), count=1)
         if line is not None:
             raise RistrettoError(f"{filename}:{line}:{col}: {detail}") from None

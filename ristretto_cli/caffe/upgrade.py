@@ -408,10 +408,17 @@ def upgrade_v1_layer(v1, source: str = "") -> "caffe_pb2.LayerParameter":
 
 
 def upgrade_v1_net(net, source: str = ""):
-    """V1 ``layers`` -> V2 ``layer``, in place. Existing ``layer`` entries are dropped, as in Caffe."""
+    """V1 ``layers`` -> V2 ``layer``, in place.
+
+    A net that holds both forms is refused, as Caffe 1.0 does (``UpgradeV1Net``):
+    upgrading would drop the ``layer`` entries, and a layer must never vanish silently.
+    """
     if len(net.layer):
-        log.warning("%s: net has both 'layer' and deprecated 'layers' entries; the 'layer' entries are "
-                    "ignored", _where(source))
+        raise RistrettoError(
+            f"{_where(source)}: the net has both 'layer' and deprecated 'layers' entries "
+            f"({len(net.layer)} and {len(net.layers)}), as Caffe 1.0 refuses too; write every layer in the "
+            f"current form, layer {{ type: \"Convolution\" ... }} with string types, instead of "
+            f"layers {{ type: CONVOLUTION ... }}")
     upgraded = [upgrade_v1_layer(l, source) for l in net.layers]
     net.ClearField("layers")
     net.ClearField("layer")

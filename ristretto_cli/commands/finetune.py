@@ -101,6 +101,11 @@ def _train(solver: Solver, trim_activations, snapshot, weights, sigint_effect, s
         n = solver.set_trim_activations(True)
         log_line(f"--trim-activations: trimming activations in {n} layer(s) during training" if n else
                "--trim-activations: the train net has no Ristretto layer; nothing to trim")
+    if not snapshot and not weights and solver.solver_weights():
+        weights = ",".join(solver.solver_weights())  # the solver's weights: field, as in Caffe
+        for w in solver.solver_weights():
+            if not os.path.isfile(w):
+                raise RistrettoError(f"{solver.source}: no such weights file '{w}' (weights:)")
     if snapshot:
         log_line(f"Resuming from {snapshot}")
         solver.restore(snapshot)

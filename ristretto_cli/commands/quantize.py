@@ -5,6 +5,13 @@ import click
 
 from .options import gpu_option, model_option, seed_option
 
+# --trimming_mode spellings of the first Caffe-Ristretto release (2016) -> today's
+LEGACY_TRIMMING_MODES = {
+    "fixed_point": "dynamic_fixed_point",
+    "mini_floating_point": "minifloat",
+    "power_of_2_weights": "integer_power_of_2_weights",
+}
+
 
 @click.command("quantize")
 @model_option
@@ -12,7 +19,8 @@ from .options import gpu_option, model_option, seed_option
 @click.option("--model-quantized", "model_quantized", required=True, type=click.Path(dir_okay=False),
               help="Where to write the quantized prototxt (Ristretto layer types + quantization_param).")
 @click.option("--trimming-mode", "trimming_mode", required=True, metavar="MODE",
-              help="dynamic_fixed_point, minifloat or integer_power_of_2_weights.")
+              help="dynamic_fixed_point, minifloat or integer_power_of_2_weights (the 2016 names "
+                   "fixed_point, mini_floating_point, power_of_2_weights also work).")
 @click.option("--iterations", "-i", type=int, default=50, show_default=True,
               help="Batches scored per candidate.")
 @click.option("--error-margin", "error_margin", type=float, default=2.0, show_default=True,
@@ -44,6 +52,7 @@ def quantize(model, weights, model_quantized, trimming_mode, iterations, error_m
 
     # before the search, not after it: outputs must be writable and must not replace an input
     check_output_path(model_quantized, [model, weights], "--model-quantized")
+    trimming_mode = LEGACY_TRIMMING_MODES.get(trimming_mode, trimming_mode)
     if report:
         check_output_path(report, [model, weights, model_quantized], "--report")
     run_quantize(model, weights, model_quantized, trimming_mode, iterations=iterations, error_margin=error_margin,

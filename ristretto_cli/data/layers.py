@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import RistrettoError
 from ..layers.base import Layer, register
-from .lmdb_io import LMDBReader, datum_to_array, parse_datum
+from .lmdb_io import LMDBReader, check_data_source, datum_to_array, parse_datum
 from .transform import DataTransformer, hwc_to_chw, read_image
 
 _LEVELDB, _LMDB = 0, 1  # caffe.DataParameter.DB
@@ -329,11 +329,7 @@ class DataLayer(_PrefetchingDataLayer):
         dp = self.param.data_param
         if not dp.source:
             raise RistrettoError("data_param.source is not set")
-        if dp.HasField("backend") and dp.backend == _LEVELDB:
-            raise RistrettoError(
-                f"data_param.backend LEVELDB is not supported ({dp.source}); "
-                "convert the data to LMDB (ristretto convert ...) and set backend: LMDB"
-            )
+        check_data_source(dp)
         if dp.batch_size <= 0:
             raise RistrettoError(f"data_param.batch_size must be positive, got {dp.batch_size}")
         self.prefetch = int(dp.prefetch) if dp.DESCRIPTOR.fields_by_name.get("prefetch") else self.default_prefetch

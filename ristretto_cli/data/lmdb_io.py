@@ -121,6 +121,21 @@ def _looks_like_leveldb(path: Path) -> bool:
     return path.is_dir() and (path / "CURRENT").exists() and any(path.glob("MANIFEST-*"))
 
 
+def leveldb_refusal(source) -> RistrettoError:
+    """The one-line error for a LevelDB source (``backend: LEVELDB``, or a LevelDB folder
+    named as an LMDB): we read LMDB only, so say how to get one."""
+    return RistrettoError(
+        f"{source}: LevelDB databases are not read (LMDB only); rebuild it as LMDB with Caffe's "
+        f"converters and --backend=lmdb (convert_imageset, convert_mnist_data, convert_cifar_data) or with "
+        f"`ristretto convert mnist|cifar10|imageset|imagefolder ...`, then set backend: LMDB")
+
+
+def check_data_source(data_param) -> None:
+    """Refuse a ``data_param`` we cannot read before anything is opened."""
+    if data_param.HasField("backend") and data_param.backend == data_param.LEVELDB:
+        raise leveldb_refusal(data_param.source)
+
+
 def _open_readonly(path: Path):
     import lmdb
 
@@ -129,7 +144,7 @@ def _open_readonly(path: Path):
     if path.is_dir():
         if not (path / "data.mdb").exists():
             if _looks_like_leveldb(path):
-                raise RistrettoError(f"{path}: this is a LevelDB database; LEVELDB is not supported, use LMDB")
+                raise leveldb_refusal(path)
             raise RistrettoError(f"no such LMDB: {path} (directory has no data.mdb)")
         subdir = True
     else:

@@ -14,6 +14,7 @@ _MODULES = (
     "ristretto_cli.layers.inputs",
     "ristretto_cli.data.layers",
     "ristretto_cli.layers.ristretto",
+    "ristretto_cli.layers.extra",
 )
 _loaded = False
 

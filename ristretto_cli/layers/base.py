@@ -45,10 +45,16 @@ def create_layer(param, phase: int, backend) -> "Layer":
     from . import load_all  # noqa: F401  (imports every layer module once)
 
     load_all()
+    from .refused import REFUSED_TYPES
+
     cls = LAYER_TYPES.get(param.type)
     if cls is None:
+        if param.type in REFUSED_TYPES:
+            raise RistrettoError(f"layer '{param.name}': type '{param.type}' is refused: {REFUSED_TYPES[param.type]}")
         known = ", ".join(sorted(LAYER_TYPES))
-        raise RistrettoError(f"layer '{param.name}': unknown type '{param.type}'; supported types: {known}")
+        refused = ", ".join(sorted(REFUSED_TYPES))
+        raise RistrettoError(f"layer '{param.name}': unknown type '{param.type}'; supported types: {known}; "
+                             f"refused types: {refused}")
     return cls(param, phase, backend)
 
 

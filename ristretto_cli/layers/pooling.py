@@ -1,7 +1,8 @@
 """Pooling with Caffe 1.0 semantics (pooling_layer.cpp / .cu).
 
-* Output size rounds up: ``ceil((in + 2p - k) / s) + 1``; when any pad is set and
-  the last window would start at or after ``in + p`` it is dropped.
+* Output size rounds up: ``ceil((in + 2p - k) / s) + 1`` (``round_mode: FLOOR``, from
+  BVLC master: ``floor(...)``); when any pad is set and the last window would start at
+  or after ``in + p`` it is dropped (in both modes).
 * MAX ignores padding (windows are clipped to the input); ties go to the first
   maximum in row-major window order; a second top holds Caffe's argmax mask
   (``h * W + w`` of the input plane, as float).
@@ -25,9 +26,11 @@ FLT_MAX = 3.4028234663852886e38  # Caffe initialises MAX pooling with -FLT_MAX i
 FLT_MIN = 1.1754943508222875e-38
 
 
-def pooled_size(size: int, kernel: int, stride: int, pad: int, clip: bool) -> int:
-    """Caffe's pooled size along one axis (``clip``: some pad is nonzero)."""
-    out = -(-(size + 2 * pad - kernel) // stride) + 1
+def pooled_size(size: int, kernel: int, stride: int, pad: int, clip: bool, floor: bool = False) -> int:
+    """Caffe's pooled size along one axis (``clip``: some pad is nonzero; ``floor``:
+    ``round_mode: FLOOR`` rounds the window count down instead of up)."""
+    span = size + 2 * pad - kernel
+    out = (span // stride if floor else -(-span // stride)) + 1
     if clip and (out - 1) * stride >= size + pad:
         out -= 1
     return out
@@ -44,6 +47,7 @@ class PoolingLayer(Layer):
         if self.method not in (MAX, AVE, STOCHASTIC):
             raise self.error(f"unknown pooling method {self.method}")
         self.global_pooling = bool(pp.global_pooling)
+        self.round_floor = pp.round_mode == pp.FLOOR
         has_k, has_kh, has_kw = pp.HasField("kernel_size"), pp.HasField("kernel_h"), pp.HasField("kernel_w")
         if self.global_pooling:
             if has_k or has_kh or has_kw:
@@ -82,7 +86,8 @@ class PoolingLayer(Layer):
         """(kernel, stride, pad, out) for input plane size ``in_hw``."""
         kernel = tuple(in_hw) if self.global_pooling else self.kernel
         clip = any(self.pad)
-        out = tuple(pooled_size(i, k, s, p, clip) for i, k, s, p in zip(in_hw, kernel, self.stride, self.pad))
+        out = tuple(pooled_size(i, k, s, p, clip, self.round_floor)
+                    for i, k, s, p in zip(in_hw, kernel, self.stride, self.pad))
         if min(out) <= 0:
             raise self.error(f"input plane {tuple(in_hw)} is too small for kernel {kernel} with pad {self.pad}")
         return kernel, self.stride, self.pad, out

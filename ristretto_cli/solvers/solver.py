@@ -318,6 +318,13 @@ class Solver:
         return nets
 
     # ------------------------------------------------------------------ weights and options
+    def solver_weights(self) -> list[str]:
+        """The caffemodels of the solver's own ``weights:`` entries (BVLC master; each may list
+        several, comma-separated), resolved like its net paths; what Caffe loads into every
+        net at start unless --weights replaces them or --snapshot resumes."""
+        names = [n.strip() for entry in self.param.weights for n in entry.split(",")]
+        return [self._path(n) for n in names if n]
+
     def load_weights(self, weights) -> None:
         """Copy weights by layer name into the train net and every test net (Caffe's CopyLayers)."""
         self.net.load_weights(weights)
