@@ -56,7 +56,7 @@ def bench_lenet(iterations: int = 100, trimming_mode: str = DYNAMIC_FIXED_POINT,
         out = os.path.join(wd, "lenet_quantized.prototxt")
         t0 = time.perf_counter()
         outcome = quantize(model, weights, out, trimming_mode, iterations=iterations, gpu=gpu,
-                           cache_bytes=cache_bytes, show=False, threads=threads)
+                           cache_bytes=cache_bytes, threads=threads)
         wall = time.perf_counter() - t0
     rep = outcome.report
     return {"wall_s": wall, "layer_forwards": rep["layer_forwards"],

@@ -21,7 +21,7 @@ from ristretto_cli.caffe.blobproto import blob_to_array
 from ristretto_cli.caffe.caffemodel import read_caffemodel
 from ristretto_cli.cli import cli, main
 from ristretto_cli.data.lmdb_io import make_datum, write_datums
-from ristretto_cli.loading import load_net
+from ristretto_cli.net.loading import load_net
 
 from conftest import REPO, run_cli, shared_path
 

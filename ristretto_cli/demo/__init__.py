@@ -62,7 +62,7 @@ def write_digit_lmdbs(workdir: Path, seed: int = 0) -> tuple[Path, Path]:
 
 def _accuracy(model: Path, weights: Path) -> float:
     from ..net.scoring import score
-    from ..loading import load_net
+    from ..net.loading import load_net
 
     net = load_net(str(model), str(weights), "TEST")
     try:
