@@ -31,10 +31,10 @@ def make_lenet_workdir(workdir: str, train_records: int | None = 640,
     test_db, train_db = wd / "mnist_test_lmdb", wd / "mnist_train_lmdb"
     if not test_db.exists():
         convert_mnist(mnist / "t10k-images-idx3-ubyte.gz", mnist / "t10k-labels-idx1-ubyte.gz", test_db,
-                      limit=test_records, quiet=True)
+                      limit=test_records)
     if not train_db.exists():
         convert_mnist(mnist / "train-images-idx3-ubyte.gz", mnist / "train-labels-idx1-ubyte.gz", train_db,
-                      limit=train_records, quiet=True)
+                      limit=train_records)
     model = wd / "lenet_train_test.prototxt"
     model.write_text(lenet_with_sources(str(test_db), str(train_db)))
     weights = SHARED / "data" / "caffemodels" / "lenet_v2" / "lenet_iter_10000.caffemodel"

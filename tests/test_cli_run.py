@@ -154,7 +154,7 @@ def test_benchmark_lenet_on_mnist_agrees_with_opencv(tmp_path, capsys):
     zoo = shared_path("zoo", "lenet")
     n = 200
     db = tmp_path / "mnist_test_lmdb"
-    convert_mnist(mnist / "t10k-images-idx3-ubyte.gz", mnist / "t10k-labels-idx1-ubyte.gz", db, limit=n, quiet=True)
+    convert_mnist(mnist / "t10k-images-idx3-ubyte.gz", mnist / "t10k-labels-idx1-ubyte.gz", db, limit=n)
     model = tmp_path / "lenet_train_test.prototxt"
     model.write_text((zoo / "lenet_train_test.prototxt").read_text()
                      .replace("examples/mnist/mnist_test_lmdb", str(db))

@@ -421,7 +421,7 @@ def lenet(tmp_path_factory):
     d = tmp_path_factory.mktemp("lenet")
     db = d / "mnist_test_lmdb"
     convert_mnist(mnist / "t10k-images-idx3-ubyte.gz", mnist / "t10k-labels-idx1-ubyte.gz", db,
-                  limit=100 * LENET_ITERATIONS, quiet=True)
+                  limit=100 * LENET_ITERATIONS)
     text = zoo.read_text().replace("examples/mnist/mnist_train_lmdb", str(db))
     model = d / "lenet.prototxt"
     model.write_text(text.replace("examples/mnist/mnist_test_lmdb", str(db)))  # stats read the same LMDB

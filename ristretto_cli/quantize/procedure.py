@@ -290,9 +290,9 @@ def quantize(model: str, weights: str | None, model_quantized: str, trimming_mod
         check_output_path(report, [model, weights or "", model_quantized], "--report")
     p = plan(model, weights, model_quantized, trimming_mode, settings, backend)
     try:  # data layers hold their LMDB open; close them whatever happens
-        steps = Steps(on_progress, p.total_steps)
-        observation = observe(p, steps)
-        result, exp_bits = search(p, observation, steps)
+        with Steps(on_progress, p.total_steps) as steps:
+            observation = observe(p, steps)
+            result, exp_bits = search(p, observation, steps)
     finally:
         close_data_layers(p.float_net)
     outcome = write(p, observation, result, exp_bits, t_start)
