@@ -24,7 +24,7 @@ def measure(net_name: str, impl: str, prototxt: Path, weights: Path, batch: int)
     rng = np.random.default_rng(0)
     if impl == "ours":
         from ristretto_cli.backend import get_backend
-        from ristretto_cli.loading import load_net
+        from ristretto_cli.net.loading import load_net
 
         net = load_net(str(prototxt), str(weights), "TEST", get_backend(None, 0))
         x = rng.standard_normal(net.blob_shapes[net.inputs[0]]).astype(np.float32)

@@ -31,10 +31,10 @@ def make_lenet_workdir(workdir: str, train_records: int | None = 640,
     test_db, train_db = wd / "mnist_test_lmdb", wd / "mnist_train_lmdb"
     if not test_db.exists():
         convert_mnist(mnist / "t10k-images-idx3-ubyte.gz", mnist / "t10k-labels-idx1-ubyte.gz", test_db,
-                      limit=test_records, quiet=True)
+                      limit=test_records)
     if not train_db.exists():
         convert_mnist(mnist / "train-images-idx3-ubyte.gz", mnist / "train-labels-idx1-ubyte.gz", train_db,
-                      limit=train_records, quiet=True)
+                      limit=train_records)
     model = wd / "lenet_train_test.prototxt"
     model.write_text(lenet_with_sources(str(test_db), str(train_db)))
     weights = SHARED / "data" / "caffemodels" / "lenet_v2" / "lenet_iter_10000.caffemodel"
@@ -56,7 +56,7 @@ def bench_lenet(iterations: int = 100, trimming_mode: str = DYNAMIC_FIXED_POINT,
         out = os.path.join(wd, "lenet_quantized.prototxt")
         t0 = time.perf_counter()
         outcome = quantize(model, weights, out, trimming_mode, iterations=iterations, gpu=gpu,
-                           cache_bytes=cache_bytes, show=False, threads=threads)
+                           cache_bytes=cache_bytes, threads=threads)
         wall = time.perf_counter() - t0
     rep = outcome.report
     return {"wall_s": wall, "layer_forwards": rep["layer_forwards"],

@@ -97,7 +97,7 @@ def prepare(workdir: Path, records: int) -> dict:
         write_idx(labels, lab)
     db = workdir / "train_lmdb"
     if not db.exists():
-        convert_mnist(images, labels, db, limit=records, quiet=True)
+        convert_mnist(images, labels, db, limit=records)
     text = NET.read_text().replace(TRAIN_SOURCE, str(db)).replace(TEST_SOURCE, str(db))
     net = workdir / "lenet_train_test.prototxt"
     net.write_text(text)
@@ -309,7 +309,7 @@ def measure(impl: str, setup: dict, warmup: int, iterations: int) -> dict:
     if impl == "ours":
         from ristretto_cli.solvers.solver import Solver
 
-        solver = Solver(solver_param(setup["net"], total), progress=False, log=lambda m: None)
+        solver = Solver(solver_param(setup["net"], total), log=lambda m: None)
 
         def on_iteration(s):
             if s.iter == warmup:
@@ -347,7 +347,7 @@ def check_peer(kind: str, setup: dict, steps: int = 2) -> dict:
     losses and the largest relative weight difference after the updates."""
     from ristretto_cli.solvers.solver import Solver
 
-    solver = Solver(solver_param(setup["net"], steps), progress=False, log=lambda m: None)
+    solver = Solver(solver_param(setup["net"], steps), log=lambda m: None)
     peer = make_peer(kind, solver.param)
     init = {name: [np.array(b) for b in solver.net.layer(name).blobs] for name, _ in NumpyLeNet.LAYERS}
     if kind == "torch":

@@ -43,6 +43,9 @@ def cli(ctx, debug):
     fine-tune and write quantized Caffe-Ristretto models."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    from .commands import ui
+
+    ui.show_library_warnings()  # the library logs its warnings; the command line shows them
 
 
 for _m in (run_commands, convert, quantize, finetune, demo):

@@ -98,13 +98,18 @@ def test_2016_trimming_mode_spellings(tmp_path, monkeypatch, old, new):
     from ristretto_cli.quantize import procedure
 
     seen = {}
-    monkeypatch.setattr(procedure, "quantize", lambda model, weights, out, mode, **kw: seen.setdefault("mode", mode))
+
+    def fake_quantize(model, weights, out, mode, *args, **kwargs):
+        seen["mode"] = mode
+        raise RistrettoError("stopped before the search")
+
+    monkeypatch.setattr(procedure, "quantize", fake_quantize)
     model, weights = tmp_path / "m.prototxt", tmp_path / "w.caffemodel"
     model.write_text("")
     weights.write_bytes(b"")
     code = run_cli(["quantize", f"--model={model}", f"--weights={weights}",
                     f"--model_quantized={tmp_path / 'q.prototxt'}", f"--trimming_mode={old}"])
-    assert code == 0 and seen["mode"] == new
+    assert code == 2 and seen["mode"] == new
 
 
 # -- 4. LevelDB sources ------------------------------------------------------------------

@@ -21,7 +21,7 @@ from ristretto_cli.caffe.blobproto import blob_to_array
 from ristretto_cli.caffe.caffemodel import read_caffemodel
 from ristretto_cli.cli import cli, main
 from ristretto_cli.data.lmdb_io import make_datum, write_datums
-from ristretto_cli.loading import load_net
+from ristretto_cli.net.loading import load_net
 
 from conftest import REPO, run_cli, shared_path
 
@@ -154,7 +154,7 @@ def test_benchmark_lenet_on_mnist_agrees_with_opencv(tmp_path, capsys):
     zoo = shared_path("zoo", "lenet")
     n = 200
     db = tmp_path / "mnist_test_lmdb"
-    convert_mnist(mnist / "t10k-images-idx3-ubyte.gz", mnist / "t10k-labels-idx1-ubyte.gz", db, limit=n, quiet=True)
+    convert_mnist(mnist / "t10k-images-idx3-ubyte.gz", mnist / "t10k-labels-idx1-ubyte.gz", db, limit=n)
     model = tmp_path / "lenet_train_test.prototxt"
     model.write_text((zoo / "lenet_train_test.prototxt").read_text()
                      .replace("examples/mnist/mnist_test_lmdb", str(db))

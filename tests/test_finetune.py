@@ -150,10 +150,10 @@ def test_weights_are_copied_by_layer_name(setup, tmp_path, capsys):
     solver = setup()
     from ristretto_cli.caffe.caffemodel import write_caffemodel
 
-    with Solver.from_file(solver, progress=False, log=lambda m: None) as s:
+    with Solver.from_file(solver, log=lambda m: None) as s:
         s.net.layer("ip1").blobs[0][...] = 0.25
         write_caffemodel(str(tmp_path / "start.caffemodel"), s.net.to_proto())
-    with Solver.from_file(solver, progress=False, log=lambda m: None) as t:
+    with Solver.from_file(solver, log=lambda m: None) as t:
         t.load_weights(str(tmp_path / "start.caffemodel"))
         assert (t.net.layer("ip1").blobs[0] == 0.25).all()
         assert (t.test_nets[0].layer("ip1").blobs[0] == 0.25).all()
@@ -193,7 +193,7 @@ def test_underscore_spellings_and_train_alias(setup, tmp_path, capsys):
 
 def test_trim_activations_flag(setup, tmp_path, capsys):
     solver = setup(ip="FcRistretto")
-    with Solver.from_file(solver, progress=False, log=lambda m: None) as s:
+    with Solver.from_file(solver, log=lambda m: None) as s:
         layer = s.net.layer("ip1")
         assert layer.trim_activations_in_train is False
         assert s.set_trim_activations(True) == 1
@@ -212,9 +212,9 @@ def test_lenet_learns_mnist(tmp_path, capsys):
     mnist = shared_path("data", "mnist")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     convert_mnist(mnist / "train-images-idx3-ubyte.gz", mnist / "train-labels-idx1-ubyte.gz",
-                  str(tmp_path / "train_lmdb"), limit=64 * 150, quiet=True)
+                  str(tmp_path / "train_lmdb"), limit=64 * 150)
     convert_mnist(mnist / "t10k-images-idx3-ubyte.gz", mnist / "t10k-labels-idx1-ubyte.gz",
-                  str(tmp_path / "test_lmdb"), limit=500, quiet=True)
+                  str(tmp_path / "test_lmdb"), limit=500)
     net = read_net(os.path.join(repo, "models", "lenet", "lenet_train_test.prototxt"))
     for layer in net.layer:
         if layer.type == "Data":
@@ -265,7 +265,7 @@ def test_the_solver_weights_field_is_loaded_unless_weights_or_snapshot_say_other
     from ristretto_cli.caffe.caffemodel import write_caffemodel
 
     plain = setup()
-    with Solver.from_file(plain, progress=False, log=lambda m: None) as s:
+    with Solver.from_file(plain, log=lambda m: None) as s:
         s.net.layer("ip1").blobs[0][...] = 0.25
         write_caffemodel(str(tmp_path / "start.caffemodel"), s.net.to_proto())
         write_caffemodel(str(tmp_path / "other.caffemodel"), s.net.to_proto())

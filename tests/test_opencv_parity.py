@@ -81,7 +81,7 @@ def relative_error(ours, ref) -> float:
 
 @pytest.mark.parametrize("case_id,src,logits,batch", CASES, ids=[c[0] for c in CASES])
 def test_float_forward_matches_opencv(case_id, src, logits, batch, tmp_path, record_property):
-    from ristretto_cli.loading import load_net
+    from ristretto_cli.net.loading import load_net
 
     if not src.exists():
         pytest.skip(f"{src} not present")

@@ -321,7 +321,7 @@ def test_tiny_search_scores_and_choices_match_plain_evaluation(tiny):
 
     model, weights, d = tiny
     out = quantize(model, weights, str(d / "q.prototxt"), "dynamic_fixed_point", iterations=TINY_BATCHES,
-                   show=False, report=str(d / "report.json"))
+                   report=str(d / "report.json"))
     rep = json.loads((d / "report.json").read_text())
     assert rep["baseline"] == 1.0
     lengths = {l["name"]: IntegerLengths(l["il_in"], l["il_out"], l["il_params"]) for l in rep["layers"]}
@@ -350,7 +350,7 @@ def test_tiny_cache_and_reread_agree(tiny):
     runs = {}
     for cache, threads in ((2 << 30, 2), (2 << 30, 1), (0, 1)):
         runs[cache, threads] = quantize(model, weights, str(d / f"q{cache}_{threads}.prototxt"), "minifloat",
-                                        iterations=TINY_BATCHES, show=False, cache_bytes=cache,
+                                        iterations=TINY_BATCHES, cache_bytes=cache,
                                         threads=threads).report
     a, b = runs[2 << 30, 2], runs[0, 1]
     assert a["batch_cache"] and not b["batch_cache"] and a["threads"] == 2
@@ -421,7 +421,7 @@ def lenet(tmp_path_factory):
     d = tmp_path_factory.mktemp("lenet")
     db = d / "mnist_test_lmdb"
     convert_mnist(mnist / "t10k-images-idx3-ubyte.gz", mnist / "t10k-labels-idx1-ubyte.gz", db,
-                  limit=100 * LENET_ITERATIONS, quiet=True)
+                  limit=100 * LENET_ITERATIONS)
     text = zoo.read_text().replace("examples/mnist/mnist_train_lmdb", str(db))
     model = d / "lenet.prototxt"
     model.write_text(text.replace("examples/mnist/mnist_test_lmdb", str(db)))  # stats read the same LMDB
@@ -431,7 +431,7 @@ def lenet(tmp_path_factory):
 @pytest.mark.parametrize("mode", ["dynamic_fixed_point", "minifloat", "integer_power_of_2_weights"])
 def test_lenet_quantize_then_benchmark_reproduces_the_final_score(lenet, mode, capsys):
     from ristretto_cli.caffe.original_schema import parse_with_original_schema
-    from ristretto_cli.loading import load_net
+    from ristretto_cli.net.loading import load_net
 
     model, weights, d = lenet
     q, rep_path, bench_path = d / f"{mode}.prototxt", d / f"{mode}.json", d / f"{mode}_bench.json"

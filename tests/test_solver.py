@@ -39,7 +39,7 @@ def tiny_solver(solver_text: str, params: str = "", batches=None, seed: int = 3,
     sp.snapshot_after_train = sp.snapshot_after_train if sp.HasField("snapshot_after_train") else False
     text_format.Parse(TINY_NET.replace("{params}", params), sp.net_param)
     batches = batches if batches is not None else make_batches(8)
-    return Solver(sp, train_feed=lambda i: batches[i % len(batches)], progress=False, log=lambda m: None, **kw)
+    return Solver(sp, train_feed=lambda i: batches[i % len(batches)], log=lambda m: None, **kw)
 
 
 def make_batches(n: int, seed: int = 0):
@@ -219,7 +219,7 @@ def test_test_nets_share_the_updated_arrays():
                       'random_seed: 1 snapshot_after_train: false', sp)
     text_format.Parse(TINY_NET.replace("{params}", ""), sp.net_param)
     batches = make_batches(3)
-    s = Solver(sp, train_feed=lambda i: batches[i % 3], test_feeds=[lambda i: batches[0]], progress=False,
+    s = Solver(sp, train_feed=lambda i: batches[i % 3], test_feeds=[lambda i: batches[0]],
                log=lambda m: None)
     assert len(s.test_nets) == 1
     s.solve()
@@ -315,7 +315,7 @@ def dropout_solver(tmp_path, text, batches, seed=5):
     sp.random_seed = seed
     sp.snapshot_prefix = str(tmp_path / "snap")
     text_format.Parse(DROPOUT_NET, sp.net_param)
-    return Solver(sp, train_feed=lambda i: batches[i % len(batches)], progress=False, log=lambda m: None)
+    return Solver(sp, train_feed=lambda i: batches[i % len(batches)], log=lambda m: None)
 
 
 def all_weights(s):
@@ -503,7 +503,7 @@ def test_snapshot_prefix_resolution(tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    quiet = {"progress": False, "log": lambda m: None}
+    quiet = {"log": lambda m: None}
     # empty prefix: the solver file without its extension (Caffe's upgrade)
     assert Solver(sp, source=str(solver_file), **quiet).snapshot_prefix == str(tmp_path / "solvers" / "my_solver")
     # a folder: folder / solver stem
@@ -529,9 +529,9 @@ def test_net_states_merge_like_caffe():
                       'snapshot_after_train: false', sp)
     text_format.Parse(TINY_NET.replace("{params}", "") + '''
         layer { name: "more" type: "Power" bottom: "out" top: "more" include { stage: "extra" } }''', sp.net_param)
-    s = Solver(sp, progress=False, log=lambda m: None, test_feeds=[None, None])
+    s = Solver(sp, log=lambda m: None, test_feeds=[None, None])
     assert "more" in s.net.layer_names
     assert "more" not in s.test_nets[0].layer_names and "more" in s.test_nets[1].layer_names
     assert s.net.phase == 0 and all(n.phase == 1 for n in s.test_nets)
-    s2 = Solver(sp, progress=False, log=lambda m: None, stages=["other"], level=0)
+    s2 = Solver(sp, log=lambda m: None, stages=["other"], level=0)
     assert list(s2.param.train_state.stage) == ["extra", "other"]

@@ -1,5 +1,6 @@
 """File access with one-line errors: atomic output (a reader never sees a half-written
-model, mean or prototxt) and checked reads.
+model, mean, prototxt or report), checks of output paths before long work starts, and
+checked reads.
 
 The bytes go to a temporary file in the destination folder (same file system, so
 the final ``os.replace`` is atomic), are flushed and fsync'ed, and only then take
@@ -8,6 +9,8 @@ destination is left as it was.
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 
@@ -57,6 +60,59 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """UTF-8 text version of :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def check_output_path(path: str | os.PathLike, inputs=(), option: str = "--output") -> None:
+    """Fail before any work when ``path`` cannot be written or would replace an input file.
+
+    ``inputs``: paths (or "a,b" lists of paths) the command reads; none may be overwritten.
+    ``option`` names the setting in the messages. "-" (stdout) always passes.
+    """
+    path = os.fspath(path)
+    if path == "-":
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise RistrettoError(f"{path}: cannot write ({option}): it is a folder")
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise RistrettoError(f"{path}: cannot write ({option}): {folder} {what}")
+    if not os.access(folder, os.W_OK):
+        raise RistrettoError(f"{path}: cannot write ({option}): folder {folder} is not writable")
+    target = os.path.abspath(path)
+    for entry in inputs:
+        for p in ([entry] if not isinstance(entry, str) else entry.split(",")):
+            if not p:
+                continue
+            p = os.fspath(p)
+            same = os.path.abspath(p) == target
+            if not same and os.path.exists(p) and os.path.exists(path):
+                same = os.path.samefile(p, path)
+            if same:
+                raise RistrettoError(f"{path}: {option} would overwrite the input {p}; choose another path")
+
+
+def json_text(data) -> str:
+    """``data`` as indented JSON text with a final newline. NaN and infinities, which JSON
+    cannot hold, become null; NumPy scalars become numbers."""
+    return json.dumps(_finite(data), indent=2, sort_keys=False, default=float, allow_nan=False) + "\n"
+
+
+def write_json(path: str | os.PathLike, data) -> None:
+    """Write ``data`` as JSON (see :func:`json_text`) to ``path`` atomically."""
+    atomic_write_bytes(path, json_text(data).encode())
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0:  # NumPy scalars
+        return _finite(value.item())
+    return value
 
 
 def _fsync_dir(folder: str) -> None:

@@ -18,7 +18,7 @@ Caffe upgrades a NetParameter in this order (``UpgradeNetAsNeeded``):
 A SolverParameter's deprecated ``solver_type`` enum becomes the ``type`` string.
 The same functions serve text prototxts and binary caffemodels. Where Caffe only
 logs a problem and goes on, these functions log a warning (logger
-``ristretto.caffe``) and go on; where Caffe aborts, they raise RistrettoError.
+``ristretto_cli.caffe.upgrade``) and go on; where Caffe aborts, they raise RistrettoError.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import logging
 from ..errors import RistrettoError
 from ..proto import caffe_pb2
 
-log = logging.getLogger("ristretto.caffe")
+log = logging.getLogger(__name__)
 
 V1 = caffe_pb2.V1LayerParameter
 

@@ -1,13 +1,36 @@
 """`ristretto convert ...` (dataset -> LMDB) and `ristretto compute-mean`.
 
-Thin wrappers over :mod:`ristretto_cli.data.converters` and :mod:`ristretto_cli.data.mean`.
+Thin wrappers over :mod:`ristretto_cli.data.converters` and :mod:`ristretto_cli.data.mean`:
+they draw the progress bar and the summary lines on stderr (neither with --quiet).
 Flags are declared with dashes; `--resize_height` etc. work too (cli.main rewrites them).
 """
 from __future__ import annotations
 
+import contextlib
+
 import click
 
+from . import ui
 from ..errors import RistrettoError
+
+
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _log(quiet: bool):
+    """Where a converter's summary lines go: stderr, or nowhere with --quiet."""
+    return None if quiet else _echo_err
+
+
+@contextlib.contextmanager
+def _progress(description: str, quiet: bool):
+    """A converter's ``on_progress``: a progress bar on a terminal's stderr (None with --quiet)."""
+    if quiet:
+        yield None
+        return
+    with ui.progress_callback(description, style="count") as on_progress:
+        yield on_progress
 
 
 def _check_backend(backend: str) -> None:
@@ -39,7 +62,8 @@ def convert_mnist_cmd(images, labels, db, limit, backend, quiet):
     from ..data.converters import convert_mnist
 
     _check_backend(backend)
-    convert_mnist(images, labels, db, limit=limit, quiet=quiet)
+    with _progress("mnist", quiet) as on_progress:
+        convert_mnist(images, labels, db, limit=limit, log=_log(quiet), on_progress=on_progress)
 
 
 @convert_group.command("cifar10", short_help="CIFAR-10 binary batches -> LMDB (convert_cifar_data).")
@@ -53,7 +77,8 @@ def convert_cifar10_cmd(batches, db, limit, backend, quiet):
     from ..data.converters import convert_cifar10
 
     _check_backend(backend)
-    convert_cifar10(batches, db, limit=limit, quiet=quiet)
+    with _progress("cifar10", quiet) as on_progress:
+        convert_cifar10(batches, db, limit=limit, log=_log(quiet), on_progress=on_progress)
 
 
 def _imageset_options(f):
@@ -93,6 +118,7 @@ def _imageset_options(f):
 def _imageset_kwargs(kw: dict) -> dict:
     _check_backend(kw.pop("backend"))
     kw["channel_order"] = kw["channel_order"].upper()
+    kw["log"] = _log(kw.pop("quiet"))
     return kw
 
 
@@ -106,7 +132,9 @@ def convert_imageset_cmd(root, list_file, db, **kw):
     like Caffe's convert_imageset (keys %08d_<path>)."""
     from ..data.converters import convert_imageset
 
-    convert_imageset(root, list_file, db, **_imageset_kwargs(kw))
+    kw = _imageset_kwargs(kw)
+    with _progress("images", kw["log"] is None) as on_progress:
+        convert_imageset(root, list_file, db, on_progress=on_progress, **kw)
 
 
 @convert_group.command("imagefolder", short_help="ROOT/<class>/ image folders -> LMDB.")
@@ -118,7 +146,9 @@ def convert_imagefolder_cmd(root, db, **kw):
     in alphabetical order (0, 1, ...)."""
     from ..data.converters import convert_imagefolder
 
-    convert_imagefolder(root, db, **_imageset_kwargs(kw))
+    kw = _imageset_kwargs(kw)
+    with _progress("images", kw["log"] is None) as on_progress:
+        convert_imagefolder(root, db, on_progress=on_progress, **kw)
 
 
 @click.command("compute-mean", short_help="Per-pixel mean of an LMDB (compute_image_mean).")
@@ -137,7 +167,8 @@ def compute_mean(db, out, limit, backend, quiet):
     _check_backend(backend)
     if Path(out).resolve() == Path(db).resolve():
         raise RistrettoError(f"{out}: the output would overwrite the input database")
-    mean, count = _compute_mean(db, limit=limit, quiet=quiet)
+    with _progress("mean", quiet) as on_progress:
+        mean, count = _compute_mean(db, limit=limit, on_progress=on_progress)
     write_mean(mean, out)
     if not quiet:
         c, h, w = mean.shape

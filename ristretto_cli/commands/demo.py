@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from . import ui
+from .quantize import show_outcome
 
 
 @click.command("demo")
@@ -18,7 +19,9 @@ def demo(workdir, train_iters, finetune_iters, error_margin, trimming_mode):
     """Train, quantize, fine-tune and benchmark a small net on scikit-learn's handwritten digits."""
     from ..demo import run_demo
 
-    r = run_demo(workdir, train_iters, finetune_iters, error_margin, trimming_mode, log=ui.log)
+    with ui.progress_reports() as report:
+        r = run_demo(workdir, train_iters, finetune_iters, error_margin, trimming_mode, log=ui.log,
+                     on_progress=report, on_quantized=show_outcome)
     ui.table("demo: accuracy on 450 held-out digits", ["net", "accuracy"], [
         ["float", r.float_accuracy],
         [f"quantized ({trimming_mode})", r.quantized_accuracy],

@@ -5,9 +5,11 @@ import os
 
 import click
 
+from . import ui
 from ..errors import RistrettoError
 from ..proto import caffe_pb2
-from ..solvers.solver import EFFECTS, Solver, log_line
+from ..solvers.signals import EFFECTS
+from ..solvers.solver import Solver
 
 
 def parse_gpu(value: str | None) -> int | None:
@@ -23,7 +25,7 @@ def parse_gpu(value: str | None) -> int | None:
     except ValueError:
         raise RistrettoError(f"--gpu {value!r}: expected a device id, -1 or 'all'") from None
     if "," in text:
-        log_line(f"--gpu {value}: training uses one device; using {gpu}")
+        ui.log(f"--gpu {value}: training uses one device; using {gpu}")
     return None if gpu < 0 else gpu
 
 
@@ -87,11 +89,13 @@ def finetune(solver_path, weights, snapshot, gpu, trim_activations, snapshot_pre
 
     param = read_solver(solver_path)
     if device is None and param.HasField("solver_mode") and param.solver_mode == caffe_pb2.SolverParameter.GPU:
-        log_line(f"{solver_path}: solver_mode GPU; running on the CPU (pass --gpu ID to use CUDA)")
-    solver = Solver(param, source=solver_path, gpu=device, level=level,
-                    stages=[s for s in stages.split(",") if s], snapshot_prefix=snapshot_prefix)
-    with solver:
-        result = _train(solver, trim_activations, snapshot, weights, sigint_effect, sighup_effect)
+        ui.log(f"{solver_path}: solver_mode GPU; running on the CPU (pass --gpu ID to use CUDA)")
+    with ui.progress_callback("finetune") as on_progress:
+        solver = Solver(param, source=solver_path, gpu=device, level=level,
+                        stages=[s for s in stages.split(",") if s], snapshot_prefix=snapshot_prefix, log=ui.log,
+                        on_progress=on_progress)
+        with solver:
+            result = _train(solver, trim_activations, snapshot, weights, sigint_effect, sighup_effect)
     for line in _summary(solver, result, solver_path):
         click.echo(line)
 
@@ -99,7 +103,7 @@ def finetune(solver_path, weights, snapshot, gpu, trim_activations, snapshot_pre
 def _train(solver: Solver, trim_activations, snapshot, weights, sigint_effect, sighup_effect):
     if trim_activations:
         n = solver.set_trim_activations(True)
-        log_line(f"--trim-activations: trimming activations in {n} layer(s) during training" if n else
+        ui.log(f"--trim-activations: trimming activations in {n} layer(s) during training" if n else
                "--trim-activations: the train net has no Ristretto layer; nothing to trim")
     if not snapshot and not weights and solver.solver_weights():
         weights = ",".join(solver.solver_weights())  # the solver's weights: field, as in Caffe
@@ -107,11 +111,11 @@ def _train(solver: Solver, trim_activations, snapshot, weights, sigint_effect, s
             if not os.path.isfile(w):
                 raise RistrettoError(f"{solver.source}: no such weights file '{w}' (weights:)")
     if snapshot:
-        log_line(f"Resuming from {snapshot}")
+        ui.log(f"Resuming from {snapshot}")
         solver.restore(snapshot)
     elif weights:
         solver.load_weights(weights)
-        log_line(f"Fine-tuning from {weights}")
+        ui.log(f"Fine-tuning from {weights}")
     return solver.solve(sigint_effect=sigint_effect, sighup_effect=sighup_effect)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from . import ui
 from .options import gpu_option, model_option, seed_option
 
 # --trimming_mode spellings of the first Caffe-Ristretto release (2016) -> today's
@@ -47,18 +48,35 @@ def quantize(model, weights, model_quantized, trimming_mode, iterations, error_m
              widths, exp_min, exp_max, activation_bits, cache_mb, threads, seed):
     """Find the smallest bit widths that keep the score within the error margin and
     write the quantized net (then fine-tune it)."""
-    from ..loading import check_output_path
-    from ..quantize.procedure import parse_widths, quantize as run_quantize
+    from ..caffe.atomic import check_output_path
+    from ..quantize.procedure import QuantizeSettings, parse_widths, quantize as run_quantize
 
     # before the search, not after it: outputs must be writable and must not replace an input
     check_output_path(model_quantized, [model, weights], "--model-quantized")
     trimming_mode = LEGACY_TRIMMING_MODES.get(trimming_mode, trimming_mode)
     if report:
         check_output_path(report, [model, weights, model_quantized], "--report")
-    run_quantize(model, weights, model_quantized, trimming_mode, iterations=iterations, error_margin=error_margin,
-                 gpu=gpu, score_blob=score_blob, report=report, seed=seed, widths=parse_widths(widths),
-                 exp_min=exp_min, exp_max=exp_max, activation_bits=activation_bits,
-                 cache_bytes=int(cache_mb) << 20, threads=threads or None)
+    settings = QuantizeSettings(iterations=iterations, error_margin=error_margin, gpu=gpu, score_blob=score_blob,
+                                seed=seed, widths=parse_widths(widths), exp_min=exp_min, exp_max=exp_max,
+                                activation_bits=activation_bits, cache_bytes=int(cache_mb) << 20,
+                                threads=threads or None)
+    with ui.progress_callback("quantize") as on_progress:
+        outcome = run_quantize(model, weights, model_quantized, trimming_mode, settings, on_progress=on_progress)
+    show_outcome(outcome, console=ui.err if report == "-" else ui.out)  # stdout holds nothing but the JSON then
+    if report:
+        ui.write_json(report, outcome.report)
+
+
+def show_outcome(outcome, console=None) -> None:
+    """The original's summary tables, then one line: what was written and what it cost."""
+    from ..quantize.report import summary_tables
+
+    for title, columns, rows in summary_tables(outcome.result, outcome.memory):
+        ui.table(title, columns, rows, console=console or ui.out)
+    counters = outcome.counters
+    ui.log(f"wrote {outcome.model_quantized}; layer forwards {counters.layer_forwards:,} "
+           f"(the original procedure: {counters.original_layer_forwards:,}); {outcome.wall_s:.1f} s. "
+           f"Please fine-tune.")
 
 
 COMMANDS = [quantize]

@@ -11,10 +11,11 @@ import numpy as np
 
 from . import ui
 from ..backend import get_backend, synchronize
-from ..caffe.atomic import atomic_write_bytes
+from ..caffe.atomic import atomic_write_bytes, check_output_path
 from ..errors import RistrettoError
+from ..net.loading import load_net
 from ..net.scoring import score
-from ..loading import check_output_path, load_net, read_npy
+from .files import read_npy
 from .options import gpu_option, iterations_option, model_option, phase_option, seed_option, weights_option
 
 

@@ -10,55 +10,36 @@
   encoded: true}.
 
 Every converter writes through :class:`~ristretto_cli.data.lmdb_io.LMDBWriter`, so an
-existing output is never touched and an error leaves nothing behind.
+existing output is never touched and an error leaves nothing behind. Converters print
+nothing: their summary lines go to ``log(line)`` (default: this module's logger, INFO)
+and their progress to ``on_progress(done, total, info)`` (see :mod:`ristretto_cli.progress`).
 """
 from __future__ import annotations
 
 import gzip
-import sys
-from contextlib import contextmanager
+import logging
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ..caffe.atomic import read_bytes
 from ..errors import RistrettoError
+from ..progress import OnProgress, Steps
 from .lmdb_io import LMDBWriter, make_datum, make_encoded_datum
 from .transform import encode_image, hwc_to_chw, read_image
+
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
-# --------------------------------------------------------------------------- progress
+# --------------------------------------------------------------------------- reporting
 
 
-@contextmanager
-def progress_bar(total: int | None, description: str, enabled: bool = True):
-    """Yields ``advance(n=1)``; draws a rich progress bar on a terminal's stderr."""
-    if not enabled:
-        yield lambda n=1: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not console.is_terminal,
-        transient=False,
-    ) as prog:
-        task = prog.add_task(description, total=total)
-        yield lambda n=1: prog.advance(task, n)
-
-
-def _info(message: str, quiet: bool) -> None:
-    if not quiet:
-        print(message, file=sys.stderr)
+def _reporter(log: Callable[[str], None] | None) -> Callable[[str], None]:
+    """Where a converter's summary lines go: ``log``, else this module's logger (INFO)."""
+    return log or logger.info
 
 
 # --------------------------------------------------------------------------- MNIST
@@ -96,21 +77,23 @@ def read_idx(path, expect_ndim: int | None = None) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, count=n, offset=header).reshape(dims)
 
 
-def convert_mnist(images, labels, db, limit: int | None = None, quiet: bool = False) -> int:
+def convert_mnist(images, labels, db, limit: int | None = None, *, log: Callable[[str], None] | None = None,
+                  on_progress: OnProgress | None = None) -> int:
     """MNIST idx files -> LMDB, as Caffe's convert_mnist_data. Returns the count."""
+    info = _reporter(log)
     writer = LMDBWriter(db)  # refuses an existing output before any work
     imgs = read_idx(images, expect_ndim=3)
     labs = read_idx(labels, expect_ndim=1)
     if imgs.shape[0] != labs.shape[0]:
         raise RistrettoError(f"{images} has {imgs.shape[0]} images but {labels} has {labs.shape[0]} labels")
     n = imgs.shape[0] if limit is None else min(int(limit), imgs.shape[0])
-    _info(f"{n} items, rows {imgs.shape[1]}, cols {imgs.shape[2]}", quiet)
-    with writer as w, progress_bar(n, "mnist", not quiet) as advance:
+    info(f"{n} items, rows {imgs.shape[1]}, cols {imgs.shape[2]}")
+    with writer as w, Steps(on_progress, n) as steps:
         for i in range(n):
             d = make_datum(imgs[i][None], int(labs[i]))
             w.put(f"{i:08d}", d.SerializeToString())
-            advance()
-    _info(f"wrote {n} records to {db}", quiet)
+            steps.advance()
+    info(f"wrote {n} records to {db}")
     return n
 
 
@@ -131,9 +114,11 @@ def read_cifar_batch(path) -> tuple[np.ndarray, np.ndarray]:
     return rec[:, 1:].reshape(-1, 3, 32, 32), rec[:, 0].copy()
 
 
-def convert_cifar10(batches, db, limit: int | None = None, quiet: bool = False) -> int:
+def convert_cifar10(batches, db, limit: int | None = None, *, log: Callable[[str], None] | None = None,
+                    on_progress: OnProgress | None = None) -> int:
     """CIFAR-10 binary batches -> LMDB, as Caffe's convert_cifar_data (keys ``%05d``
     counting across the files in the order given)."""
+    info = _reporter(log)
     writer = LMDBWriter(db)
     batches = list(batches)
     if not batches:
@@ -142,7 +127,7 @@ def convert_cifar10(batches, db, limit: int | None = None, quiet: bool = False) 
     total = sum(len(lab) for _, lab in loaded)
     n_out = total if limit is None else min(int(limit), total)
     k = 0
-    with writer as w, progress_bar(n_out, "cifar10", not quiet) as advance:
+    with writer as w, Steps(on_progress, n_out) as steps:
         for imgs, labs in loaded:
             for i in range(len(labs)):
                 if k >= n_out:
@@ -150,8 +135,8 @@ def convert_cifar10(batches, db, limit: int | None = None, quiet: bool = False) 
                 d = make_datum(imgs[i], int(labs[i]))
                 w.put(f"{k:05d}", d.SerializeToString())
                 k += 1
-                advance()
-    _info(f"wrote {k} records to {db}", quiet)
+                steps.advance()
+    info(f"wrote {k} records to {db}")
     return k
 
 
@@ -207,11 +192,14 @@ def convert_imageset(
     limit: int | None = None,
     resize_method: str | None = None,
     skip_unreadable: bool = False,
-    quiet: bool = False,
     lines: list[tuple[str, int]] | None = None,
+    *,
+    log: Callable[[str], None] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> int:
     """Images listed in ``list_file`` ("relative/path label" lines) -> LMDB, as Caffe's
     convert_imageset. Returns the number of records written."""
+    info = _reporter(log)
     from .layers import read_image_list
 
     writer = LMDBWriter(db)
@@ -235,11 +223,11 @@ def convert_imageset(
         perm = np.random.default_rng(seed).permutation(len(lines))
         lines = [lines[int(i)] for i in perm]
     n = len(lines) if limit is None else min(int(limit), len(lines))
-    _info(f"a total of {len(lines)} images" + (f", converting {n}" if n != len(lines) else ""), quiet)
+    info(f"a total of {len(lines)} images" + (f", converting {n}" if n != len(lines) else ""))
 
     data_size = None
     count = skipped = 0
-    with writer as w, progress_bar(n, "images", not quiet) as advance:
+    with writer as w, Steps(on_progress, n) as steps:
         for line_id in range(n):
             name, label = lines[line_id]
             path = join_root(root_s, name)
@@ -253,9 +241,9 @@ def convert_imageset(
             except RistrettoError as exc:
                 if not skip_unreadable:
                     raise
-                _info(f"skipping {path}: {exc}", quiet)
+                info(f"skipping {path}: {exc}")
                 skipped += 1
-                advance()
+                steps.advance()
                 continue
             if check_size:
                 size = datum.channels * datum.height * datum.width
@@ -268,10 +256,10 @@ def convert_imageset(
                     )
             w.put(f"{line_id:08d}_{name}", datum.SerializeToString())
             count += 1
-            advance()
+            steps.advance()
         if count == 0:
             raise RistrettoError(f"{list_file}: none of the images could be read")
-    _info(f"wrote {count} records to {db}" + (f" ({skipped} unreadable skipped)" if skipped else ""), quiet)
+    info(f"wrote {count} records to {db}" + (f" ({skipped} unreadable skipped)" if skipped else ""))
     return count
 
 
@@ -297,11 +285,13 @@ def image_folder_list(root) -> tuple[list[tuple[str, int]], list[str]]:
     return lines, classes
 
 
-def convert_imagefolder(root, db, quiet: bool = False, **kwargs) -> tuple[int, list[str]]:
+def convert_imagefolder(root, db, *, log: Callable[[str], None] | None = None, on_progress: OnProgress | None = None,
+                        **kwargs) -> tuple[int, list[str]]:
     """Every image under ``root/<class>/`` -> LMDB (labels = sorted class index)."""
     LMDBWriter(db)  # refuse an existing output before listing the folder
     lines, classes = image_folder_list(root)
     for i, c in enumerate(classes):
-        _info(f"label {i}: {c}", quiet)
-    n = convert_imageset(root, f"{root} (folder listing)", db, quiet=quiet, lines=lines, **kwargs)
+        _reporter(log)(f"label {i}: {c}")
+    n = convert_imageset(root, f"{root} (folder listing)", db, lines=lines, log=log, on_progress=on_progress,
+                         **kwargs)
     return n, classes

@@ -12,19 +12,20 @@ import numpy as np
 
 from ..caffe.atomic import atomic_write_bytes
 from ..errors import RistrettoError
-from .converters import progress_bar
+from ..progress import OnProgress, Steps
 from .lmdb_io import LMDBReader, caffe_pb2, datum_to_array, parse_datum
 
 
-def compute_mean(db, limit: int | None = None, quiet: bool = True) -> tuple[np.ndarray, int]:
-    """(mean image float32 C x H x W, number of records) over an LMDB.
+def compute_mean(db, limit: int | None = None, *, on_progress: OnProgress | None = None) -> tuple[np.ndarray, int]:
+    """(mean image float32 C x H x W, number of records) over an LMDB; ``on_progress(done,
+    total, info)`` hears of every record read (see :mod:`ristretto_cli.progress`).
 
     Encoded datums are decoded with their native channels (B,G,R for colour)."""
     with LMDBReader(db) as reader:
         n = len(reader) if limit is None else min(int(limit), len(reader))
         total = None
         count = 0
-        with progress_bar(n, "mean", not quiet) as advance:
+        with Steps(on_progress, n) as steps:
             for key, value in reader.items(n):
                 where = f"{db}[{key.decode('latin-1')}]"
                 img = datum_to_array(parse_datum(value, where=where), "native", where=where)
@@ -37,7 +38,7 @@ def compute_mean(db, limit: int | None = None, quiet: bool = True) -> tuple[np.n
                     )
                 total += img
                 count += 1
-                advance()
+                steps.advance()
     return (total / count).astype(np.float32), count
 
 

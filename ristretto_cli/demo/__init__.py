@@ -7,13 +7,17 @@ widths, the quantized net is fine-tuned with full-precision shadow weights, and
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ..errors import RistrettoError
+
+logger = logging.getLogger(__name__)
 
 TEST_DIGITS = 450  # held out, scored in 9 batches of 50
 
@@ -62,7 +66,7 @@ def write_digit_lmdbs(workdir: Path, seed: int = 0) -> tuple[Path, Path]:
 
 def _accuracy(model: Path, weights: Path) -> float:
     from ..net.scoring import score
-    from ..loading import load_net
+    from ..net.loading import load_net
 
     net = load_net(str(model), str(weights), "TEST")
     try:
@@ -74,9 +78,25 @@ def _accuracy(model: Path, weights: Path) -> float:
 
 
 def run_demo(workdir: str | Path = "runs/demo", train_iters: int = 1500, finetune_iters: int = 500,
-             error_margin: float = 1.0, trimming_mode: str = "dynamic_fixed_point", log=print) -> DemoResult:
+             error_margin: float = 1.0, trimming_mode: str = "dynamic_fixed_point",
+             log: Callable[[str], None] | None = None, on_progress: Callable | None = None,
+             on_quantized: Callable | None = None) -> DemoResult:
+    """Train, quantize, fine-tune and score (see the module docstring). Prints nothing.
+
+    ``log(line)``: the steps and the solvers' training log (default: this module's logger,
+    INFO). ``on_progress(task, done, total, info)``: progress of the tasks "finetune"
+    (both trainings) and "quantize". ``on_quantized(outcome)``: called with the
+    :class:`~ristretto_cli.quantize.procedure.QuantizeOutcome` as soon as the search ends.
+    """
     from ..quantize.procedure import quantize
     from ..solvers.solver import Solver
+
+    log = log or logger.info
+
+    def progress(task):
+        if on_progress is None:
+            return None
+        return lambda done, total, info=None: on_progress(task, done, total, info)
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +108,7 @@ def run_demo(workdir: str | Path = "runs/demo", train_iters: int = 1500, finetun
     solver_file = workdir / "float_solver.prototxt"
     solver_file.write_text(_template("digits_solver.prototxt", NET=model, PREFIX=workdir / "float",
                                      MAX_ITER=train_iters, BASE_LR=0.01))
-    with Solver.from_file(str(solver_file), progress=True) as solver:
+    with Solver.from_file(str(solver_file), log=log, on_progress=progress("finetune")) as solver:
         float_weights = Path(solver.solve().final_weights)
     float_acc = _accuracy(model, float_weights)
 
@@ -96,14 +116,16 @@ def run_demo(workdir: str | Path = "runs/demo", train_iters: int = 1500, finetun
     quantized = workdir / "digits_quantized.prototxt"
     outcome = quantize(str(model), str(float_weights), str(quantized), trimming_mode,
                        iterations=TEST_DIGITS // 50, error_margin=error_margin,
-                       report=str(workdir / "quantize_report.json"))
+                       report=str(workdir / "quantize_report.json"), on_progress=progress("quantize"))
+    if on_quantized is not None:
+        on_quantized(outcome)
     quant_acc = _accuracy(quantized, float_weights)
 
     log(f"[3/4] fine-tuning the quantized net for {finetune_iters} iterations (shadow weights in float)")
     ft_solver = workdir / "finetune_solver.prototxt"
     ft_solver.write_text(_template("digits_solver.prototxt", NET=quantized, PREFIX=workdir / "finetuned",
                                    MAX_ITER=finetune_iters, BASE_LR=0.001))
-    with Solver.from_file(str(ft_solver), progress=True) as solver:
+    with Solver.from_file(str(ft_solver), log=log, on_progress=progress("finetune")) as solver:
         solver.load_weights(str(float_weights))
         ft_weights = Path(solver.solve().final_weights)
 

@@ -8,7 +8,9 @@
   ``quantization_param`` fields, exactly the ones the original sets,
 * :mod:`.runner`  - scores candidates on cached batches, starting each forward at
   the first layer the candidate changes,
-* :mod:`.report`  - summary tables, parameter memory, the JSON report.
+* :mod:`.report`  - summary tables (as data), parameter memory, the JSON report dict.
 
-:mod:`ristretto_cli.search` puts them together.
+:mod:`.procedure` puts them together: plan -> observe -> search -> write, settings in
+one :class:`~.procedure.QuantizeSettings`; it prints nothing (``ristretto quantize``
+draws the progress bar and the summary).
 """

@@ -1,61 +1,130 @@
-"""The `quantize` procedure (DESIGN.md section 5): observe, choose, rewrite.
+"""The `quantize` procedure (DESIGN.md section 5), one step per function:
 
-:func:`quantize` reaches the original's choices with the original's arithmetic
-(same candidates in the same order, same stopping rule, same fields in the
-written prototxt) but scores candidates on cached batches and starts each forward
-at the first layer the candidate changes (see :mod:`ristretto_cli.quantize.runner`).
+1. :func:`plan`    - check the settings and the output path, read the net, build the
+   float net with its weights, resolve the score blob;
+2. :func:`observe` - score the float net (the baseline) and measure value ranges on the
+   TRAIN-phase net (the integer lengths follow from them);
+3. :func:`search`  - try candidates in the original's order (:mod:`.choose`);
+4. :func:`write`   - rewrite the net with the chosen formats, write the prototxt and
+   build the report.
+
+:func:`quantize` runs the four. It reaches the original's choices with the original's
+arithmetic (same candidates in the same order, same stopping rule, same fields in the
+written prototxt) but scores candidates on cached batches and starts each forward at
+the first layer the candidate changes (see :mod:`ristretto_cli.quantize.runner`).
+Nothing here prints: progress goes to an ``on_progress(done, total, info)`` callback
+(:mod:`ristretto_cli.progress`), the outcome is returned as data.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-import os
 import time
 from dataclasses import dataclass
 
+from ..backend import one_blas_thread
+from ..caffe.atomic import check_output_path, write_json
 from ..errors import RistrettoError
-from . import choose, observe
+from ..formats.trim import FLOAT32_EXP_RANGE, MAX_BITS
+from ..progress import OnProgress, Steps
+from . import choose, observe as observing
 from .choose import DFP_WIDTHS, SearchResult
 from .observe import STAT_BATCHES
-from .report import parameter_memory, print_summary, report_json
-from .rewrite import (DYNAMIC_FIXED_POINT, MINIFLOAT, MODES, POWER_OF_2, changed_layers, dfp,
-                               minifloat, power_of_2, ristretto_layers, rewrite_net)
-from ..backend import one_blas_thread
-from .runner import CandidateRunner
+from .report import parameter_memory, report_json
+from .rewrite import (DYNAMIC_FIXED_POINT, MINIFLOAT, MODES, POWER_OF_2, changed_layers, dfp, minifloat,
+                      power_of_2, ristretto_layers, rewrite_net)
+from .runner import CandidateRunner, Counters, close_data_layers
 
 DEFAULT_ITERATIONS = 50      # the original's --iterations
 DEFAULT_ERROR_MARGIN = 2.0   # the original's --error_margin, in percent
 DEFAULT_CACHE_BYTES = 2 << 30
-MAX_BITS = 32
+
+
+@dataclass
+class QuantizeSettings:
+    """How to search; the defaults are the original's.
+
+    ``widths`` replaces the widths tried per category (dynamic fixed point: 16, 8, 4,
+    2, 1; minifloat: 16, 8, ... while a mantissa bit is left); ``exp_min`` / ``exp_max``
+    / ``activation_bits`` set the power-of-two mode. ``cache_bytes``: memory for batches
+    kept between candidates. ``threads`` scores batches in parallel (None: one per core
+    on the CPU); the scores do not depend on it. ``score_blob``: None for the net's first
+    output. ``seed`` / ``gpu`` make the backend when the caller gives none.
+    """
+
+    iterations: int = DEFAULT_ITERATIONS
+    error_margin: float = DEFAULT_ERROR_MARGIN
+    widths: list[int] | None = None
+    exp_min: int = -8
+    exp_max: int = -1
+    activation_bits: int = 8
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    threads: int | None = None
+    score_blob: str | None = None
+    seed: int | None = None
+    gpu: int | None = None
+
+
+@dataclass
+class Plan:
+    """What the search works on, read and checked before any batch is scored."""
+
+    model: str
+    weights: str
+    model_quantized: str
+    trimming_mode: str
+    settings: QuantizeSettings
+    param: object                # the float NetParameter
+    float_net: object            # its TEST-phase Net with the weights (data layers open)
+    score_blob: str
+    total_steps: int             # batches to score, for progress reports
+
+
+@dataclass
+class Observation:
+    """The float net measured: its score and the value ranges of its layers."""
+
+    runner: CandidateRunner
+    baseline: float
+    ranges: list
+    lengths: dict
 
 
 @dataclass
 class QuantizeOutcome:
+    """The result of :func:`quantize`: the search, the report dict, the written path,
+    the layer-forward counters, the parameter memory and the wall time."""
+
     result: SearchResult
     report: dict
     model_quantized: str
+    counters: Counters | None = None
+    memory: dict | None = None
+    wall_s: float = 0.0
 
 
 # ----------------------------------------------------------------------------- checks
 
-def check_settings(trimming_mode: str, iterations: int, error_margin: float, widths, exp_min: int, exp_max: int,
-                   activation_bits: int) -> None:
+def check_settings(trimming_mode: str, settings: QuantizeSettings) -> None:
     """One-line errors for settings the search cannot use."""
+    s = settings
     if trimming_mode not in MODES:
         raise RistrettoError(f"unknown trimming mode '{trimming_mode}'; use {', '.join(MODES)}")
-    if int(iterations) < 1:
-        raise RistrettoError(f"--iterations must be at least 1, got {iterations}")
-    if not math.isfinite(error_margin) or error_margin < 0:
-        raise RistrettoError(f"--error_margin must be a finite percentage >= 0, got {error_margin}")
-    for w in list(widths or []) + [activation_bits]:
+    if int(s.iterations) < 1:
+        raise RistrettoError(f"--iterations must be at least 1, got {s.iterations}")
+    if not math.isfinite(s.error_margin) or s.error_margin < 0:
+        raise RistrettoError(f"--error_margin must be a finite percentage >= 0, got {s.error_margin}")
+    for w in list(s.widths or []) + [s.activation_bits]:
         if not isinstance(w, int) or not 1 <= w <= MAX_BITS:
             raise RistrettoError(f"bit widths must be integers in 1..{MAX_BITS}, got {w}")
-    if widths is not None and len(widths) == 0:
+    if s.widths is not None and len(s.widths) == 0:
         raise RistrettoError("--widths needs at least one bit width")
-    if exp_min > exp_max:
-        raise RistrettoError(f"--exp_min ({exp_min}) must not exceed --exp_max ({exp_max})")
-    for name, v in (("--exp_min", exp_min), ("--exp_max", exp_max)):
-        if not -149 <= v <= 127:
-            raise RistrettoError(f"{name} must be a power of two float32 can hold (-149..127), got {v}")
+    if s.exp_min > s.exp_max:
+        raise RistrettoError(f"--exp_min ({s.exp_min}) must not exceed --exp_max ({s.exp_max})")
+    lo, hi = FLOAT32_EXP_RANGE
+    for name, v in (("--exp_min", s.exp_min), ("--exp_max", s.exp_max)):
+        if not lo <= v <= hi:
+            raise RistrettoError(f"{name} must be a power of two float32 can hold ({lo}..{hi}), got {v}")
 
 
 def parse_widths(text: str | None) -> list[int] | None:
@@ -92,17 +161,144 @@ def resolve_score_blob(net, requested: str | None) -> str:
         f"layer; add one or name a blob with --score_blob")
 
 
-def _check_output_path(model: str, model_quantized: str) -> None:
+def planned_steps(trimming_mode: str, settings: QuantizeSettings) -> int:
+    """Batches the search scores at most: baseline, statistics, every candidate."""
+    iterations = int(settings.iterations)
+    n_widths = len(settings.widths) if settings.widths else None
+    candidates = {DYNAMIC_FIXED_POINT: 3 * (n_widths or len(DFP_WIDTHS)) + 1,
+                  MINIFLOAT: n_widths or len(choose.minifloat_widths(observing.MIN_EXP_BITS)),
+                  POWER_OF_2: 1}[trimming_mode]
+    return iterations + STAT_BATCHES + candidates * iterations
+
+
+# ----------------------------------------------------------------------------- the steps
+
+def plan(model: str, weights: str | None, model_quantized: str, trimming_mode: str,
+         settings: QuantizeSettings, backend=None) -> Plan:
+    """Check everything that can be checked before scoring and build the float net.
+    The caller closes ``plan.float_net``'s data layers (:func:`close_data_layers`)."""
+    from ..backend import get_backend
+    from ..caffe.prototxt import read_net
+    from ..net import Net
+
+    check_settings(trimming_mode, settings)
     if not model_quantized:
         raise RistrettoError("--model_quantized is required")
-    if os.path.abspath(model_quantized) == os.path.abspath(model) or (
-            os.path.exists(model_quantized) and os.path.samefile(model, model_quantized)):
-        raise RistrettoError(f"{model_quantized}: would overwrite the input model; choose another path")
-    folder = os.path.dirname(os.path.abspath(model_quantized))
-    if not os.path.isdir(folder):
-        raise RistrettoError(f"{model_quantized}: cannot write: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise RistrettoError(f"{model_quantized}: cannot write into folder {folder}")
+    check_output_path(model_quantized, [model, weights or ""], "--model-quantized")
+    if not weights:
+        raise RistrettoError("--weights is required: the search scores the trained net")
+    param = read_net(model)
+    already = ristretto_layers(param)
+    if already:
+        name, typ = already[0]
+        raise RistrettoError(f"{model}: layer '{name}' is already a {typ} layer; quantize the float model")
+    backend = backend or get_backend(settings.gpu, settings.seed)
+    float_net = Net(param, phase="TEST", backend=backend, source=model)
+    try:
+        float_net.load_weights(weights)
+        score_blob = resolve_score_blob(float_net, settings.score_blob)
+    except BaseException:
+        close_data_layers(float_net)
+        raise
+    return Plan(model, weights, model_quantized, trimming_mode, settings, param, float_net, score_blob,
+                planned_steps(trimming_mode, settings))
+
+
+def observe(p: Plan, steps: Steps) -> Observation:
+    """Score the float net over ``iterations`` batches (5.1), then record the value ranges
+    of the TRAIN-phase net over the statistics batches (5.2) and their integer lengths (5.3)."""
+    s = p.settings
+    runner = CandidateRunner(p.param, p.float_net, int(s.iterations), p.score_blob, cache_bytes=s.cache_bytes,
+                             on_batch=lambda info: steps.advance(1, info), workers=s.threads)
+    baseline = runner.run_baseline(_start_layers(p.param, p.trimming_mode))
+    close_data_layers(p.float_net)  # before the TRAIN net opens its data (an LMDB may serve both phases)
+    train_net = _train_net(p.param, p.model, p.weights, p.float_net)
+    try:
+        with one_blas_thread():  # like the scoring passes: maxima independent of the core count
+            ranges = observing.observe_ranges(train_net, STAT_BATCHES,
+                                              on_batch=lambda b: steps.advance(1, "statistics (TRAIN)"))
+        runner.count_stats(train_net, STAT_BATCHES)
+    finally:
+        close_data_layers(train_net)
+    lengths = observing.lengths_by_layer(ranges)
+    runner.lengths = lengths
+    return Observation(runner, baseline, ranges, lengths)
+
+
+def search(p: Plan, o: Observation, steps: Steps) -> tuple[SearchResult, int | None]:
+    """The trimming mode's search (5.4 - 5.6): the result, and the minifloat exponent bits
+    (None in the other modes)."""
+    s = p.settings
+    iterations = int(s.iterations)
+
+    def skipped(n):
+        steps.advance(n * iterations, "")
+
+    if p.trimming_mode == DYNAMIC_FIXED_POINT:
+        return choose.search_dynamic_fixed_point(o.runner.evaluate, o.baseline, s.error_margin,
+                                                 s.widths or DFP_WIDTHS, skipped), None
+    if p.trimming_mode == MINIFLOAT:
+        exp_bits = observing.minifloat_exp_bits(o.ranges)
+        for w in s.widths or ():
+            if w - 1 - exp_bits > 23:
+                raise RistrettoError(f"--widths: a {w}-bit minifloat with {exp_bits} exponent bits needs "
+                                     f"{w - 1 - exp_bits} mantissa bits; float32 has 23")
+        return choose.search_minifloat(o.runner.evaluate, o.baseline, s.error_margin, exp_bits, s.widths,
+                                       skipped), exp_bits
+    return choose.search_power_of_2(o.runner.evaluate, o.baseline, s.error_margin, s.exp_min, s.exp_max,
+                                    s.activation_bits), None
+
+
+def write(p: Plan, o: Observation, result: SearchResult, exp_bits: int | None, t_start: float) -> QuantizeOutcome:
+    """Write the quantized prototxt (the float net with the chosen formats) and build the
+    report; ``t_start``: :func:`time.perf_counter` when the procedure began."""
+    from ..caffe.prototxt import write_text
+
+    write_text(p.model_quantized, rewrite_net(p.param, result.final, o.lengths))
+    memory = parameter_memory(p.float_net, result.final)
+    wall = time.perf_counter() - t_start
+    runner = o.runner
+    settings = {"model": p.model, "weights": p.weights, "model_quantized": p.model_quantized,
+                "trimming_mode": p.trimming_mode, "iterations": int(p.settings.iterations),
+                "error_margin": float(p.settings.error_margin), "score_blob": p.score_blob,
+                "statistics_batches": STAT_BATCHES, "backend": repr(p.float_net.backend),
+                "threads": runner.workers}
+    data = report_json(settings=settings, result=result, ranges=o.ranges, lengths=o.lengths,
+                       evaluations=runner.evaluations, baseline_eval=runner.baseline_evaluation, memory=memory,
+                       counters=runner.counters, wall_s=wall, exp_bits=exp_bits, cached=runner.cached)
+    return QuantizeOutcome(result, data, p.model_quantized, runner.counters, memory, wall)
+
+
+# ----------------------------------------------------------------------------- the procedure
+
+def quantize(model: str, weights: str | None, model_quantized: str, trimming_mode: str,
+             settings: QuantizeSettings | None = None, *, report: str | None = None, backend=None,
+             on_progress: OnProgress | None = None, **kwargs) -> QuantizeOutcome:
+    """Search word widths for ``model`` + ``weights`` and write ``model_quantized``.
+
+    ``settings``: a :class:`QuantizeSettings`; keyword arguments set its fields too
+    (``quantize(..., iterations=10, widths=[8, 4])``). ``report``: a file to write the
+    JSON report to (it is returned as ``outcome.report`` either way). ``backend``: the
+    backend to run on (else one for ``settings.gpu`` / ``seed``). ``on_progress(done,
+    total, info)``: called as batches are scored. Prints nothing.
+    """
+    settings = dataclasses.replace(settings or QuantizeSettings(), **kwargs)
+    t_start = time.perf_counter()
+    if report == "-":
+        raise RistrettoError("report '-' (stdout): the library writes files only; use outcome.report")
+    if report:
+        check_output_path(report, [model, weights or "", model_quantized], "--report")
+    p = plan(model, weights, model_quantized, trimming_mode, settings, backend)
+    try:  # data layers hold their LMDB open; close them whatever happens
+        with Steps(on_progress, p.total_steps) as steps:
+            observation = observe(p, steps)
+            result, exp_bits = search(p, observation, steps)
+    finally:
+        close_data_layers(p.float_net)
+    outcome = write(p, observation, result, exp_bits, t_start)
+    if report:
+        write_json(report, outcome.report)
+    return outcome
 
 
 def _start_layers(param, mode: str) -> list[str]:
@@ -117,108 +313,6 @@ def _start_layers(param, mode: str) -> list[str]:
     for cand in probes:
         names += changed_layers(param, cand)
     return names
-
-
-# ----------------------------------------------------------------------------- the procedure
-
-def quantize(model: str, weights: str | None, model_quantized: str, trimming_mode: str,
-             iterations: int = DEFAULT_ITERATIONS, error_margin: float = DEFAULT_ERROR_MARGIN,
-             gpu: int | None = None, score_blob: str | None = None, report: str | None = None,
-             seed: int | None = None, widths=None, exp_min: int = -8, exp_max: int = -1,
-             activation_bits: int = 8, cache_bytes: int = DEFAULT_CACHE_BYTES, show: bool = True,
-             backend=None, threads: int | None = None) -> QuantizeOutcome:
-    """Search word widths for ``model`` + ``weights`` and write ``model_quantized``.
-
-    ``widths`` replaces the widths tried per category (dynamic fixed point:
-    16, 8, 4, 2, 1; minifloat: 16, 8, ... while a mantissa bit is left);
-    ``exp_min`` / ``exp_max`` / ``activation_bits`` set the power-of-two mode.
-    The defaults are the original's. ``show`` prints progress and the summary.
-    ``threads`` scores batches in parallel (None: one per core on the CPU); the
-    scores do not depend on it.
-    """
-    from ..commands import ui
-    from ..backend import get_backend
-    from ..caffe.prototxt import read_net, write_text
-    from ..net import Net
-
-    t_start = time.perf_counter()
-    check_settings(trimming_mode, iterations, error_margin, widths, exp_min, exp_max, activation_bits)
-    _check_output_path(model, model_quantized)
-    if not weights:
-        raise RistrettoError("--weights is required: the search scores the trained net")
-    param = read_net(model)
-    already = ristretto_layers(param)
-    if already:
-        name, typ = already[0]
-        raise RistrettoError(f"{model}: layer '{name}' is already a {typ} layer; quantize the float model")
-    backend = backend or get_backend(gpu, seed)
-    float_net = Net(param, phase="TEST", backend=backend, source=model)
-    nets = [float_net]
-    try:  # data layers hold their LMDB open; close them whatever happens
-        float_net.load_weights(weights)
-        score_blob = resolve_score_blob(float_net, score_blob)
-        iterations = int(iterations)
-        n_widths = len(widths) if widths else None
-        planned = {DYNAMIC_FIXED_POINT: 3 * (n_widths or len(DFP_WIDTHS)) + 1,
-                   MINIFLOAT: n_widths or len(choose.minifloat_widths(observe.MIN_EXP_BITS)),
-                   POWER_OF_2: 1}[trimming_mode]
-        total = iterations + STAT_BATCHES + planned * iterations
-        with (ui.progress("quantize", total) if show else _no_progress()) as advance:
-            runner = CandidateRunner(param, float_net, iterations, score_blob, cache_bytes=cache_bytes,
-                                     on_batch=lambda info: advance(1, info), workers=threads)
-            baseline = runner.run_baseline(_start_layers(param, trimming_mode))
-            _close_data(float_net)  # before the TRAIN net opens its data (an LMDB may serve both phases)
-            train_net = _train_net(param, model, weights, float_net)
-            nets.append(train_net)
-            with one_blas_thread():  # like the scoring passes: maxima independent of the core count
-                ranges = observe.observe_ranges(train_net, STAT_BATCHES,
-                                                on_batch=lambda b: advance(1, "statistics (TRAIN)"))
-            runner.count_stats(train_net, STAT_BATCHES)
-            _close_data(train_net)
-            lengths = observe.lengths_by_layer(ranges)
-            runner.lengths = lengths
-
-            def skipped(n):
-                advance(n * iterations, "")
-
-            exp_bits = None
-            if trimming_mode == DYNAMIC_FIXED_POINT:
-                result = choose.search_dynamic_fixed_point(runner.evaluate, baseline, error_margin,
-                                                           widths or DFP_WIDTHS, skipped)
-            elif trimming_mode == MINIFLOAT:
-                exp_bits = observe.minifloat_exp_bits(ranges)
-                for w in widths or ():
-                    if w - 1 - exp_bits > 23:
-                        raise RistrettoError(f"--widths: a {w}-bit minifloat with {exp_bits} exponent bits needs "
-                                             f"{w - 1 - exp_bits} mantissa bits; float32 has 23")
-                result = choose.search_minifloat(runner.evaluate, baseline, error_margin, exp_bits, widths,
-                                                 skipped)
-            else:
-                result = choose.search_power_of_2(runner.evaluate, baseline, error_margin, exp_min, exp_max,
-                                                  activation_bits)
-    finally:
-        for net in nets:
-            _close_data(net)
-
-    quantized = rewrite_net(param, result.final, lengths)
-    write_text(model_quantized, quantized)
-    memory = parameter_memory(float_net, result.final)
-    wall = time.perf_counter() - t_start
-    settings = {"model": model, "weights": weights, "model_quantized": model_quantized,
-                "trimming_mode": trimming_mode, "iterations": iterations, "error_margin": float(error_margin),
-                "score_blob": score_blob, "statistics_batches": STAT_BATCHES, "backend": repr(backend),
-                "threads": runner.workers}
-    data = report_json(settings=settings, result=result, ranges=ranges, lengths=lengths,
-                       evaluations=runner.evaluations, baseline_eval=runner.baseline_evaluation, memory=memory,
-                       counters=runner.counters, wall_s=wall, exp_bits=exp_bits, cached=runner.cached)
-    if show:
-        print_summary(result, memory, console=ui.err if report == "-" else ui.out)
-        ui.log(f"wrote {model_quantized}; layer forwards {runner.counters.layer_forwards:,} "
-               f"(the original procedure: {runner.counters.original_layer_forwards:,}); {wall:.1f} s. "
-               f"Please fine-tune.")
-    if report:
-        ui.write_json(report, data)
-    return QuantizeOutcome(result, data, model_quantized)
 
 
 def _train_net(param, model, weights, float_net):
@@ -236,20 +330,3 @@ def _train_net(param, model, weights, float_net):
     if any(l.blobs and l.name not in float_net.layer_names for l in train_net.layers):
         train_net.load_weights(weights)
     return train_net
-
-
-class _no_progress:
-    def __enter__(self):
-        return lambda n=1, info=None: None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _close_data(net) -> None:
-    for i, layer in enumerate(net.layers):
-        if not net.bottom_names[i] and hasattr(layer, "close"):
-            try:
-                layer.close()
-            except Exception:  # pragma: no cover - best effort
-                pass

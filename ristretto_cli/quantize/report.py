@@ -1,5 +1,6 @@
-"""What the search tells people: the original's summary as tables, parameter memory,
-and every measurement as JSON."""
+"""What the search tells people, as data: the original's summary as (title, columns,
+rows) tables, parameter memory, and every measurement as a JSON-ready dict. Drawing the
+tables and writing the report is the caller's (``ristretto quantize`` does both)."""
 from __future__ import annotations
 
 import math
@@ -58,8 +59,9 @@ def _fmt_score(v) -> float | str:
     return "" if v is None else float(v)
 
 
-def summary_tables(result: SearchResult) -> list[tuple[str, list[str], list[list]]]:
-    """(title, columns, rows) of the summary the original logs at the end of a search."""
+def summary_tables(result: SearchResult, memory: dict | None = None) -> list[tuple[str, list[str], list[list]]]:
+    """(title, columns, rows) of the summary the original logs at the end of a search;
+    with ``memory`` (:func:`parameter_memory`) the chosen formats' parameter memory too."""
     mode = result.mode
     rows: list[list] = [["baseline 32-bit float", FLOAT_BITS, float(result.baseline), ""]]
     for t in result.trials:
@@ -80,16 +82,9 @@ def summary_tables(result: SearchResult) -> list[tuple[str, list[str], list[list
         chosen = [["weights", f"2^e, e in [{c['exp_min']}, {c['exp_max']}] ({c['weight_bits']} bit)"],
                   ["layer activations", f"{c['activations']} bit dynamic fixed point"]]
     chosen.append(["score of the quantized net", _fmt_score(result.final_score)])
+    if memory is not None:
+        chosen.append(["parameter memory", f"{memory['bits_before']:,} -> {memory['bits_after']:,} bits"])
     return [scores, (f"Quantized net ({MODE_TITLES.get(mode, mode)})", ["", "chosen"], chosen)]
-
-
-def print_summary(result: SearchResult, memory: dict | None = None, console=None) -> None:
-    from ..commands import ui
-
-    for title, columns, rows in summary_tables(result):
-        if memory is not None and title.startswith("Quantized net"):
-            rows = rows + [["parameter memory", f"{memory['bits_before']:,} -> {memory['bits_after']:,} bits"]]
-        ui.table(title, columns, rows, console=console or ui.out)
 
 
 def report_json(*, settings: dict, result: SearchResult, ranges, lengths, evaluations, baseline_eval,

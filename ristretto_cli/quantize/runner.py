@@ -366,7 +366,7 @@ class CandidateRunner:
                     values.append(first_element(self._blob(net), self.backend))
                     self.on_batch(label)
         finally:
-            _close_data_layers(net)
+            close_data_layers(net)
         return values, self.end * self.iterations
 
     def count_stats(self, net: Net, batches: int) -> None:
@@ -435,7 +435,8 @@ def _copy_blobs(blobs: dict, names, xp) -> dict:
     return out
 
 
-def _close_data_layers(net: Net) -> None:
+def close_data_layers(net: Net) -> None:
+    """Close the data layers of ``net`` (they hold their LMDB open); best effort."""
     for i, layer in enumerate(net.layers):
         close = getattr(layer, "close", None)
         if close is not None and not net.bottom_names[i]:

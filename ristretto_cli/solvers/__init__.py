@@ -4,6 +4,7 @@
 - :mod:`.lr_policy` fixed, step, exp, inv, multistep, poly, sigmoid
 - :mod:`.snapshot`  .caffemodel + .solverstate (+ our .rngstate.json for exact resume)
 - :mod:`.solver`    :class:`Solver`: builds the nets from a SolverParameter and trains
+- :mod:`.signals`   SIGINT / SIGHUP as stop / snapshot requests while training
 """
 from .lr_policy import POLICIES, learning_rate
 from .snapshot import snapshot_filename

@@ -17,38 +17,35 @@ final display forward and a final test, as Caffe does.
 
 Requests: SIGINT stops after the current iteration with a snapshot, SIGHUP
 snapshots and goes on (Caffe's defaults; ``sigint_effect`` / ``sighup_effect``
-change them). A loss that is NaN or infinite stops training with a RistrettoError
-before the update, and no snapshot of non-finite weights is ever written.
+change them; see :mod:`.signals`). A loss that is NaN or infinite stops training
+with a RistrettoError before the update, and no snapshot of non-finite weights is
+ever written. Nothing here prints: messages go to ``log``, progress to ``on_progress``.
 """
 from __future__ import annotations
 
-import contextlib
+import logging
 import math
 import os
-import signal
 import tempfile
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from rich.markup import escape
-
-from ..commands import ui
 from ..backend import Backend, get_backend
 from ..caffe.caffemodel import write_caffemodel
 from ..caffe.prototxt import read_net, read_solver, resolve_path
 from ..errors import RistrettoError
 from ..net.scoring import score
 from ..net import Net
+from ..progress import OnProgress, Steps
 from ..proto import caffe_pb2
 from . import snapshot as snap
+from .signals import EFFECTS, handle_signals
 from .lr_policy import check_policy, learning_rate
 from .updates import make_update_rule, solver_type_name
 
-EFFECTS = ("stop", "snapshot", "none")
-
+logger = logging.getLogger(__name__)
 
 @dataclass
 class TestResult:
@@ -82,11 +79,6 @@ class _TestInterrupted(Exception):
     pass
 
 
-def log_line(message: str) -> None:
-    """One plain line on stderr (no markup, no wrapping), above any progress bar."""
-    ui.err.print(escape(message), soft_wrap=True)
-
-
 def _fmt_duration(seconds: float) -> str:
     if not math.isfinite(seconds) or seconds < 0:
         return "?"
@@ -106,19 +98,21 @@ class Solver:
     that return input arrays for the next batch (for nets with Input layers);
     ``batch`` counts the batches that net has read. ``level`` / ``stages`` add to
     ``train_state`` as Caffe's ``--level`` / ``--stage`` do. ``snapshot_prefix``
-    overrides the solver's. ``log``: where messages go (one line each).
+    overrides the solver's. ``log``: where messages go (one line each; default: this
+    module's logger at INFO level). ``on_progress(done, total, info)``: called when
+    :meth:`solve` starts (done 0) and after every iteration (see :mod:`ristretto_cli.progress`).
     """
 
     def __init__(self, param, *, source: str | None = None, backend: Backend | None = None, gpu: int | None = None,
                  train_feed: Callable | None = None, test_feeds: list | None = None, level: int | None = None,
                  stages=(), snapshot_prefix: str | None = None, log: Callable[[str], None] | None = None,
-                 progress: bool = True):
+                 on_progress: OnProgress | None = None):
         self.param = caffe_pb2.SolverParameter()
         self.param.CopyFrom(param)
         self.source = source
         self.where = source or "solver"
-        self.log = log or log_line
-        self.show_progress = progress
+        self.log = log or logger.info
+        self.on_progress = on_progress
         self.train_feed = train_feed
         if level is not None:
             self.param.train_state.level = int(level)
@@ -165,8 +159,7 @@ class Solver:
         self.on_iteration: Callable | None = None   # called with the solver after every update
         self._stop_requested: str | None = None
         self._snapshot_requested = False
-        self._writing = False
-        self._sigint_seen = False
+        self.writing = False      # True while a snapshot is written (a second SIGINT waits for it)
 
     @classmethod
     def from_file(cls, path: str, **kwargs) -> "Solver":
@@ -350,40 +343,6 @@ class Solver:
         """Snapshot after the current iteration (or test batch) and go on."""
         self._snapshot_requested = True
 
-    @contextlib.contextmanager
-    def handle_signals(self, sigint_effect: str = "stop", sighup_effect: str = "snapshot"):
-        """Turn SIGINT / SIGHUP into requests while training (main thread only). A second
-        SIGINT after a stop request aborts at once (KeyboardInterrupt)."""
-        for e in (sigint_effect, sighup_effect):
-            if e not in EFFECTS:
-                raise RistrettoError(f"unknown signal effect '{e}'; use one of {', '.join(EFFECTS)}")
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            is_int = signum == signal.SIGINT
-            effect = sigint_effect if is_int else sighup_effect
-            if effect == "none":
-                return
-            if is_int and self._sigint_seen and not self._writing:
-                raise KeyboardInterrupt
-            if is_int:
-                self._sigint_seen = True
-            name = "SIGINT" if is_int else "SIGHUP"
-            if effect == "stop":
-                self.request_stop(name)
-            else:
-                self.request_snapshot()
-
-        sigs = [signal.SIGINT] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
-        old = {s: signal.signal(s, handler) for s in sigs}
-        try:
-            yield
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-
     def _handle_requests(self) -> bool:
         """Act on pending requests; True when training must stop."""
         if self._snapshot_requested:
@@ -527,9 +486,8 @@ class Solver:
         timing = {"start_iter": self.iter, "start_time": time.perf_counter(), "last_iter": self.iter,
                   "last_time": time.perf_counter()}
         stopped = None
-        bar = ui.progress("finetune", max(0, p.max_iter - start_iter)) if self.show_progress \
-            else contextlib.nullcontext(lambda *a, **k: None)
-        with self.handle_signals(sigint_effect, sighup_effect), bar as advance:
+        with handle_signals(self, sigint_effect, sighup_effect), \
+                Steps(self.on_progress, max(0, p.max_iter - start_iter)) as steps:
             while self.iter < p.max_iter:
                 self.net.zero_diffs()
                 if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
@@ -550,7 +508,7 @@ class Solver:
                     self.log(f"Gradient clipping: scaling down gradients (L2 norm {norm:.6g} > "
                              f"{p.clip_gradients:g}) by scale factor {scale:.6g}")
                 self.iter += 1
-                advance(1, info=f"loss {self.smoothed_loss:.4g} lr {rate:.3g}")
+                steps.advance(1, info=f"loss {self.smoothed_loss:.4g} lr {rate:.3g}")
                 if self.on_iteration is not None:
                     self.on_iteration(self)
                 if p.snapshot and self.iter % p.snapshot == 0:
@@ -601,7 +559,7 @@ class Solver:
         self._check_finite_params()
         model = snap.snapshot_filename(self.snapshot_prefix, self.iter, ".caffemodel")
         state = snap.snapshot_filename(self.snapshot_prefix, self.iter, ".solverstate")
-        self._writing = True
+        self.writing = True
         try:
             self.log(f"Snapshotting to binary proto file {model}")
             write_caffemodel(model, self.net.to_proto(with_weights=True))
@@ -610,7 +568,7 @@ class Solver:
             history = [self.backend.to_numpy(h) for h in self.rule.history]
             snap.write_solverstate(state, self.iter, model, history, self.current_step)
         finally:
-            self._writing = False
+            self.writing = False
         self.snapshots.append(state)
         self.last_snapshot_iter = self.iter
         self.last_snapshot_model, self.last_snapshot_state = model, state
