@@ -18,7 +18,7 @@ from ristretto_cli.backend import Backend
 from ristretto_cli.cli import cli
 from ristretto_cli.data import transform as T
 from ristretto_cli.data.converters import read_idx
-from ristretto_cli.data.layers import Prefetcher, read_image_list
+from ristretto_cli.data.sources import Prefetcher, read_image_list
 from ristretto_cli.data.lmdb_io import (
     LMDBReader,
     LMDBWriter,

@@ -212,7 +212,7 @@ def convert_imageset(
 ) -> int:
     """Images listed in ``list_file`` ("relative/path label" lines) -> LMDB, as Caffe's
     convert_imageset. Returns the number of records written."""
-    from .layers import read_image_list
+    from .sources import read_image_list
 
     writer = LMDBWriter(db)
     channel_order = channel_order.upper()

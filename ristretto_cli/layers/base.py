@@ -41,10 +41,8 @@ def register(*type_names: str):
 
 
 def create_layer(param, phase: int, backend) -> "Layer":
-    """Instantiate the registered class for ``param.type``."""
-    from . import load_all  # noqa: F401  (imports every layer module once)
-
-    load_all()
+    """Instantiate the registered class for ``param.type`` (importing the package
+    :mod:`ristretto_cli.layers` has registered every type)."""
     cls = LAYER_TYPES.get(param.type)
     if cls is None:
         known = ", ".join(sorted(LAYER_TYPES))

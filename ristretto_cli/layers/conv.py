@@ -6,7 +6,7 @@ Spatial axes are every axis after ``axis`` (the channel axis, default 1); axes
 before it are flattened into the batch.
 
 Subclass hooks (the Ristretto layers use them): ``forward``/``backward`` read
-``self.blobs`` at call time through :meth:`ConvolutionLayer.compute_params`, and
+``self.blobs`` at call time through :meth:`Convolution.compute_params`, and
 the arithmetic lives in :meth:`_forward_with` / :meth:`_backward_with`, which take
 the weight and bias explicitly.
 """
@@ -193,7 +193,7 @@ class _ConvBase(Layer):
 
 
 @register("Convolution")
-class ConvolutionLayer(_ConvBase):
+class Convolution(_ConvBase):
     """Caffe's Convolution: cross-correlation with pad / stride / dilation / group."""
 
     transposed = False
@@ -209,7 +209,7 @@ class ConvolutionLayer(_ConvBase):
 
 
 @register("Deconvolution")
-class DeconvolutionLayer(_ConvBase):
+class Deconvolution(_ConvBase):
     """Caffe's Deconvolution: the transpose (adjoint) of Convolution with the same weights."""
 
     transposed = True

@@ -17,7 +17,7 @@ from .fillers import fill
 
 
 @register("InnerProduct")
-class InnerProductLayer(Layer):
+class InnerProduct(Layer):
     num_bottoms = 1
     num_tops = 1
 

@@ -13,7 +13,7 @@ Backward (both): ``dx = dy * scale^-beta - c * x * S(dy * y / scale)`` where S i
 the same (symmetric) window sum and ``c = 2 alpha beta / n`` across channels,
 ``2 alpha beta / n^2`` within a channel.
 
-Hooks: :meth:`LRNLayer.scale_of` (the denominator base), :meth:`_forward_with`
+Hooks: :meth:`LRN.scale_of` (the denominator base), :meth:`_forward_with`
 and :meth:`_backward_with` (explicit scale).
 """
 from __future__ import annotations
@@ -71,7 +71,7 @@ def spatial_window_sum(xp, a, size: int):
 
 
 @register("LRN")
-class LRNLayer(Layer):
+class LRN(Layer):
     num_bottoms = 1
     num_tops = 1
 

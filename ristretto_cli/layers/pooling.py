@@ -44,7 +44,7 @@ def pooled_size(size: int, kernel: int, stride: int, pad: int, clip: bool) -> in
 
 
 @register("Pooling")
-class PoolingLayer(Layer):
+class Pooling(Layer):
     num_bottoms = 1
     num_tops = (1, 2)
 
