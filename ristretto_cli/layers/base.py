@@ -10,9 +10,16 @@ Contract (the net knows nothing else of a layer):
 * ``forward(bottoms) -> tops`` returns new arrays (or the bottom itself for a
   pass-through). A layer may keep in ``self`` what its backward needs.
 * ``backward(top_diffs, bottoms, tops, propagate_down) -> bottom_diffs``: adds the
-  parameter gradients into ``self.diffs`` (same shapes as ``self.blobs``) and
-  returns one gradient (or None) per bottom. ``top_diffs[i]`` may be None when
-  nothing downstream needs top i; treat it as zero.
+  parameter gradients into ``self.diffs`` (same shapes as ``self.blobs``; the caller,
+  normally the net, has made them exist: a layer may assume them) and returns one
+  gradient (or None) per bottom. ``top_diffs[i]`` may be None when nothing
+  downstream needs top i; treat it as zero.
+
+Hooks with defaults here: ``compute_params()`` (the arrays forward and the bottom
+gradient compute with: ``self.blobs``; the Ristretto layers hand trimmed copies),
+``macs(bottom_shapes, top_shapes)`` (multiply-accumulates of one forward),
+``canonical_axis(axis, ndim)``, ``accumulate_param_diffs(*grads)`` and ``close()``
+(release files and threads; the data layers).
 
 Layers compute with ``self.xp`` only, and in the dtype of their inputs/params,
 so gradient checks can run in float64 and the GPU path is the same code.
@@ -100,6 +107,13 @@ class Layer:
 
     def backward(self, top_diffs: list, bottoms: list, tops: list, propagate_down: list[bool]) -> list:
         return [None] * len(bottoms)
+
+    def compute_params(self) -> list:
+        """The learnable arrays that forward and the bottom gradient compute with, read
+        at call time: ``self.blobs``. A subclass may hand other arrays of the same
+        shapes (the Ristretto layers: trimmed copies); the parameter gradients still
+        go to ``self.diffs``, for ``self.blobs`` (straight-through)."""
+        return self.blobs
 
     # -- learning ---------------------------------------------------------
     def zero_diffs(self) -> None:

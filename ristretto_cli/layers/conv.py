@@ -5,10 +5,11 @@ Weights are (num_output, channels/group, *kernel) for Convolution and
 Spatial axes are every axis after ``axis`` (the channel axis, default 1); axes
 before it are flattened into the batch.
 
-Subclass hooks (the Ristretto layers use them): ``forward``/``backward`` read
-``self.blobs`` at call time through :meth:`Convolution.compute_params`, and
-the arithmetic lives in :meth:`_forward_with` / :meth:`_backward_with`, which take
-the weight and bias explicitly.
+Subclass hooks (the Ristretto layers use them): ``forward`` and the bottom gradient
+compute with :meth:`Layer.compute_params` (``self.blobs`` unless a subclass hands
+trimmed copies), the weight gradient goes to ``self.diffs``; the arithmetic lives in
+:meth:`_forward_with` / :meth:`_backward_with`, which take the weight and bias
+explicitly.
 """
 from __future__ import annotations
 
@@ -133,21 +134,17 @@ class _ConvBase(Layer):
             first[self.channel_axis + 1:])
         return [top] * len(bottom_shapes)
 
-    def compute_params(self):
-        """(weight, bias or None) that forward and backward compute with; read at call time.
-
-        A subclass may override this to supply trimmed copies; the gradients still
-        accumulate into ``self.diffs`` (straight-through)."""
-        return self.blobs[0], (self.blobs[1] if self.bias_term else None)
+    def _weight_and_bias(self):
+        """(weight, bias or None) from :meth:`compute_params`, read at call time."""
+        params = self.compute_params()
+        return params[0], (params[1] if self.bias_term else None)
 
     def forward(self, bottoms):
-        weight, bias = self.compute_params()
+        weight, bias = self._weight_and_bias()
         return [self._forward_with(x, weight, bias) for x in bottoms]
 
     def backward(self, top_diffs, bottoms, tops, propagate_down):
-        weight, _ = self.compute_params()
-        if len(self.diffs) != len(self.blobs):
-            self.zero_diffs()
+        weight, _ = self._weight_and_bias()
         mult = self.param_multipliers()
         need_dw = mult[0][0] != 0
         need_db = self.bias_term and mult[1][0] != 0

@@ -4,8 +4,9 @@ The bottom is flattened from ``axis`` on: (M, K) with M = prod(shape[:axis]) and
 K = prod(shape[axis:]); the top is shape[:axis] + (num_output,). Weights are
 (num_output, K), or (K, num_output) with ``transpose: true``; the bias is (num_output,).
 
-Hooks as in Convolution: :meth:`compute_params`, :meth:`_forward_with`,
-:meth:`_backward_with`, :meth:`accumulate_param_diffs`.
+Hooks as in Convolution: forward and the bottom gradient compute with
+:meth:`Layer.compute_params`; :meth:`_forward_with` / :meth:`_backward_with` take the
+weight and bias explicitly; the weight gradient goes to ``self.diffs``.
 """
 from __future__ import annotations
 
@@ -53,9 +54,10 @@ class InnerProduct(Layer):
                              f"has {k} values per item from axis {axis}, the weights expect {self.k}")
         return [shape[:axis] + (self.num_output,)]
 
-    def compute_params(self):
-        """(weight, bias or None) used by forward and backward; read at call time."""
-        return self.blobs[0], (self.blobs[1] if self.bias_term else None)
+    def _weight_and_bias(self):
+        """(weight, bias or None) from :meth:`compute_params`, read at call time."""
+        params = self.compute_params()
+        return params[0], (params[1] if self.bias_term else None)
 
     def _flat(self, x):
         axis = canonical_axis(int(self.param.inner_product_param.axis), x.ndim, self)
@@ -82,13 +84,11 @@ class InnerProduct(Layer):
         return dx, dw, db
 
     def forward(self, bottoms):
-        weight, bias = self.compute_params()
+        weight, bias = self._weight_and_bias()
         return [self._forward_with(bottoms[0], weight, bias)]
 
     def backward(self, top_diffs, bottoms, tops, propagate_down):
-        weight, _ = self.compute_params()
-        if len(self.diffs) != len(self.blobs):
-            self.zero_diffs()
+        weight, _ = self._weight_and_bias()
         x, dy = bottoms[0], top_diffs[0]
         need_dx = bool(propagate_down[0])
         if dy is None:

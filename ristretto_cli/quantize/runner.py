@@ -31,6 +31,7 @@ import numpy as np
 from ..backend import one_blas_thread
 from ..errors import RistrettoError
 from ..layers.base import TEST
+from ..layers.ristretto import RistrettoMixin
 from ..net import Net
 from ..net.graph import filter_net
 from ..proto import caffe_pb2
@@ -400,26 +401,14 @@ def _inputs_instead_of_data(tparam, shapes: dict):
 
 
 def _trim_weights_once(nets) -> None:
-    """Trim each Ristretto layer's weights once for all batches (TEST phase, deterministic
-    rounding): the weights do not change during the search, the per-batch trim would
-    redo the same work. Layers that lack this interface are left alone."""
-    from ..formats.rounding import Rounding
-
-    cache: dict[str, list] = {}
+    """Freeze each Ristretto layer's trimmed weights for all batches (TEST phase,
+    deterministic rounding): the weights do not change during the search, the per-batch
+    trim would redo the same work. Nets of one candidate share one trimmed copy."""
+    frozen: dict[str, list] = {}
     for net in nets:
         for layer in net.layers:
-            make = getattr(type(layer), "quantized_blobs", None)
-            if make is None or layer.phase != TEST or not layer.blobs:
-                continue
-            try:
-                if layer.quant_config.rounding_scheme == Rounding.STOCHASTIC:
-                    continue
-            except Exception:  # pragma: no cover - an interface we do not know
-                continue
-            if layer.name not in cache:
-                cache[layer.name] = make(layer)
-            trimmed = cache[layer.name]
-            layer.quantized_blobs = lambda cfg=None, rounding=None, _q=trimmed: list(_q)
+            if isinstance(layer, RistrettoMixin) and layer.freezable:
+                frozen[layer.name] = layer.freeze_params(frozen.get(layer.name))
 
 
 def _copy_blobs(blobs: dict, names, xp) -> dict:
