@@ -115,6 +115,11 @@ class Layer:
         go to ``self.diffs``, for ``self.blobs`` (straight-through)."""
         return self.blobs
 
+    def macs(self, bottom_shapes: list[tuple], top_shapes: list[tuple]) -> int:
+        """Multiply-accumulates of one forward pass from the blob shapes (0: a layer
+        without weighted sums; the convolution and inner-product layers override it)."""
+        return 0
+
     # -- learning ---------------------------------------------------------
     def zero_diffs(self) -> None:
         self.diffs = [self.xp.zeros_like(b) for b in self.blobs]

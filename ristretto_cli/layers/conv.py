@@ -160,6 +160,16 @@ class _ConvBase(Layer):
             out.append(dx)
         return out
 
+    def macs(self, bottom_shapes, top_shapes) -> int:
+        """One MAC per weight feeding each output element: (C/group * kernel) per top
+        element; Deconvolution scatters each bottom element through (O/group * kernel)
+        weights instead."""
+        if not self.blobs:
+            return 0
+        per_value = math.prod(self.blobs[0].shape[1:])
+        shape = bottom_shapes[0] if self.transposed else top_shapes[0]
+        return int(math.prod(shape) * per_value)
+
     # -- arithmetic ---------------------------------------------------------
     def _flat(self, x):
         """x as (N, C, *spatial), the leading axes before the channel axis flattened."""

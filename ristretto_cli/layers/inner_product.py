@@ -59,6 +59,14 @@ class InnerProduct(Layer):
         params = self.compute_params()
         return params[0], (params[1] if self.bias_term else None)
 
+    def macs(self, bottom_shapes, top_shapes) -> int:
+        """One MAC per weight feeding each output element: K per top element."""
+        if not self.blobs:
+            return 0
+        w = self.blobs[0]
+        fan_in = w.shape[0] if self.transpose else math.prod(w.shape[1:])
+        return int(math.prod(top_shapes[0]) * fan_in)
+
     def _flat(self, x):
         axis = canonical_axis(int(self.param.inner_product_param.axis), x.ndim, self)
         return x.reshape(math.prod(x.shape[:axis]), -1), x.shape[:axis]
