@@ -96,6 +96,14 @@ class Layer:
                 want = str(lo) if lo == hi else f"{lo}..{'' if hi is None else hi}"
                 raise self.error(f"takes {want} {what} blob(s), got {n}")
 
+    def canonical_axis(self, axis: int, ndim: int, what: str = "axis") -> int:
+        """Caffe's ``Blob::CanonicalAxisIndex``: -ndim <= axis < ndim, negatives count
+        from the end; an axis out of range is an error that names this layer."""
+        axis = int(axis)
+        if not -ndim <= axis < ndim:
+            raise self.error(f"{what} {axis} is out of range for a {ndim}-axis blob")
+        return axis + ndim if axis < 0 else axis
+
     def setup(self, bottom_shapes: list[tuple]) -> None:
         pass
 
@@ -125,12 +133,14 @@ class Layer:
         self.diffs = [self.xp.zeros_like(b) for b in self.blobs]
 
     def accumulate_param_diffs(self, *grads) -> None:
-        """Add one gradient per learnable blob (None: none) into ``self.diffs``."""
+        """Add one gradient per learnable blob (None: none) into ``self.diffs``, in the
+        diffs' dtype. The diffs exist already (the net makes them before backward)."""
         if len(self.diffs) != len(self.blobs):
-            self.zero_diffs()
+            raise self.error(f"backward with {len(self.diffs)} diffs for {len(self.blobs)} learnable blobs; "
+                             f"call zero_diffs() first (Net.backward does)")
         for diff, grad in zip(self.diffs, grads):
             if grad is not None:
-                diff += grad.reshape(diff.shape)
+                diff += grad.astype(diff.dtype, copy=False).reshape(diff.shape)
 
     def param_multipliers(self) -> list[tuple[float, float]]:
         """(lr_mult, decay_mult) per learnable blob, from ``param {}`` entries."""

@@ -21,12 +21,6 @@ from .im2col import (ConvGeometry, convolution, convolution_grad, convolution_tr
                      convolution_transpose_grad)
 
 
-def canonical_axis(axis: int, num_axes: int, layer: Layer, what: str = "axis") -> int:
-    if not -num_axes <= axis < num_axes:
-        raise layer.error(f"{what} {axis} is out of range for a {num_axes}-D bottom")
-    return axis % num_axes
-
-
 def _repeated(cp, name: str, n_spatial: int, default: int, layer: Layer) -> tuple:
     """A repeated per-axis field with its 2-D ``name_h``/``name_w`` alternative."""
     has_hw = cp.HasField(f"{name}_h") or cp.HasField(f"{name}_w")
@@ -61,7 +55,7 @@ class _ConvBase(Layer):
     def _parse(self, bottom_shape) -> None:
         cp = self.param.convolution_param
         num_axes = len(bottom_shape)
-        self.channel_axis = canonical_axis(int(cp.axis), num_axes, self)
+        self.channel_axis = self.canonical_axis(cp.axis, num_axes)
         n_spatial = num_axes - self.channel_axis - 1
         if n_spatial < 1:
             raise self.error(f"needs at least one spatial axis after axis {self.channel_axis}, "

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 from .base import Layer, register
-from .conv import canonical_axis
 from .fillers import fill
 
 
@@ -29,7 +28,7 @@ class InnerProduct(Layer):
             raise self.error("num_output must be positive")
         self.bias_term = bool(ip.bias_term)
         self.transpose = bool(ip.transpose)
-        self.axis = canonical_axis(int(ip.axis), len(bottom_shape), self)
+        self.axis = self.canonical_axis(int(ip.axis), len(bottom_shape))
         self.k = math.prod(bottom_shape[self.axis:])
 
     def weight_shape(self) -> tuple:
@@ -47,7 +46,7 @@ class InnerProduct(Layer):
         shape = tuple(bottom_shapes[0])
         if not hasattr(self, "axis"):
             self._parse(shape)
-        axis = canonical_axis(int(self.param.inner_product_param.axis), len(shape), self)
+        axis = self.canonical_axis(int(self.param.inner_product_param.axis), len(shape))
         k = math.prod(shape[axis:])
         if k != self.k:
             raise self.error(f"input size incompatible with inner product parameters: bottom {shape} "
@@ -68,7 +67,7 @@ class InnerProduct(Layer):
         return int(math.prod(top_shapes[0]) * fan_in)
 
     def _flat(self, x):
-        axis = canonical_axis(int(self.param.inner_product_param.axis), x.ndim, self)
+        axis = self.canonical_axis(int(self.param.inner_product_param.axis), x.ndim)
         return x.reshape(math.prod(x.shape[:axis]), -1), x.shape[:axis]
 
     def _forward_with(self, x, weight, bias):

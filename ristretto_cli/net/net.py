@@ -207,6 +207,9 @@ class Net:
         diffs: dict = {}
         for name, w in self.loss_weights.items():
             diffs[name] = xp.full(self.blobs[name].shape, w, dtype=self.blobs[name].dtype)
+        for layer in self.layers:  # the net's guarantee: layers may assume their diffs exist
+            if len(layer.diffs) != len(layer.blobs):
+                layer.zero_diffs()
         need = self.needs_backward()
         need_blob = set()
         for i, ts in enumerate(self.top_names):
@@ -227,8 +230,6 @@ class Net:
                 prop = [bool(p) for p in layer.param.propagate_down]
             else:
                 prop = [(b in need_blob) or self.param.force_backward for b in bnames]
-            if not layer.diffs and layer.blobs:
-                layer.zero_diffs()
             bdiffs = layer.backward(top_diffs, bottoms, tops, prop)
             for b, d, p in zip(bnames, bdiffs, prop):
                 if d is None or not p:
@@ -236,9 +237,8 @@ class Net:
                 diffs[b] = d if b not in diffs else diffs[b] + d
         for (li, pi), (owner, oi) in self._shared.items():
             sharer = self.layers[li]
-            if sharer.diffs and owner.diffs:
-                owner.diffs[oi] += sharer.diffs[pi].reshape(owner.diffs[oi].shape)
-                sharer.diffs[pi][...] = 0
+            owner.diffs[oi] += sharer.diffs[pi].reshape(owner.diffs[oi].shape)
+            sharer.diffs[pi][...] = 0
         return diffs
 
     def zero_diffs(self) -> None:
