@@ -682,3 +682,6 @@ def test_data_layer_inside_a_net(tmp_path, monkeypatch):
     again = net.forward()
     np.testing.assert_array_equal(again["flat"], first["flat"])
     np.testing.assert_array_equal(again["flat"][0], (np.arange(24, dtype=np.float32) - 1) * 2)
+    net.close()  # stops the prefetch thread and closes the database
+    assert net.layer("d").source is None and net.layer("d")._prefetcher is None
+    net.close()  # idempotent

@@ -128,6 +128,9 @@ class Layer:
         without weighted sums; the convolution and inner-product layers override it)."""
         return 0
 
+    def close(self) -> None:
+        """Release files and threads (the data layers); idempotent. Nothing here."""
+
     # -- learning ---------------------------------------------------------
     def zero_diffs(self) -> None:
         self.diffs = [self.xp.zeros_like(b) for b in self.blobs]

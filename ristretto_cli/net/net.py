@@ -7,6 +7,7 @@ array object, which every reader of the blob shares, as Caffe's memory does.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -16,6 +17,8 @@ from ..errors import RistrettoError
 from ..layers import TEST, TRAIN, Layer, create_layer
 from ..proto import caffe_pb2
 from .graph import filter_net, insert_splits
+
+log = logging.getLogger(__name__)
 
 PHASES = {"TRAIN": TRAIN, "TEST": TEST, TRAIN: TRAIN, TEST: TEST}
 
@@ -245,6 +248,16 @@ class Net:
         for layer in self.layers:
             if layer.blobs:
                 layer.zero_diffs()
+
+    def close(self) -> None:
+        """Stop the data layers' prefetch threads and close their databases (every
+        layer's ``close``). Best effort, so that it can run in ``finally`` blocks: a
+        layer that fails to close is logged and the others still close."""
+        for layer in self.layers:
+            try:
+                layer.close()
+            except Exception as exc:  # noqa: BLE001 - closing must not hide the error being handled
+                log.warning("layer '%s': close failed: %s", layer.name, exc)
 
     def release(self) -> None:
         """Drop activations kept for backward."""

@@ -167,14 +167,14 @@ def quantize(model: str, weights: str | None, model_quantized: str, trimming_mod
             runner = CandidateRunner(param, float_net, iterations, score_blob, cache_bytes=cache_bytes,
                                      on_batch=lambda info: advance(1, info), workers=threads)
             baseline = runner.run_baseline(_start_layers(param, trimming_mode))
-            _close_data(float_net)  # before the TRAIN net opens its data (an LMDB may serve both phases)
+            float_net.close()  # before the TRAIN net opens its data (an LMDB may serve both phases)
             train_net = _train_net(param, model, weights, float_net)
             nets.append(train_net)
             with one_blas_thread():  # like the scoring passes: maxima independent of the core count
                 ranges = observe.observe_ranges(train_net, STAT_BATCHES,
                                                 on_batch=lambda b: advance(1, "statistics (TRAIN)"))
             runner.count_stats(train_net, STAT_BATCHES)
-            _close_data(train_net)
+            train_net.close()
             lengths = observe.lengths_by_layer(ranges)
             runner.lengths = lengths
 
@@ -198,7 +198,7 @@ def quantize(model: str, weights: str | None, model_quantized: str, trimming_mod
                                                   activation_bits)
     finally:
         for net in nets:
-            _close_data(net)
+            net.close()
 
     quantized = rewrite_net(param, result.final, lengths)
     write_text(model_quantized, quantized)
@@ -244,12 +244,3 @@ class _no_progress:
 
     def __exit__(self, *exc):
         return False
-
-
-def _close_data(net) -> None:
-    for i, layer in enumerate(net.layers):
-        if not net.bottom_names[i] and hasattr(layer, "close"):
-            try:
-                layer.close()
-            except Exception:  # pragma: no cover - best effort
-                pass

@@ -367,7 +367,7 @@ class CandidateRunner:
                     values.append(first_element(self._blob(net), self.backend))
                     self.on_batch(label)
         finally:
-            _close_data_layers(net)
+            net.close()
         return values, self.end * self.iterations
 
     def count_stats(self, net: Net, batches: int) -> None:
@@ -423,12 +423,3 @@ def _copy_blobs(blobs: dict, names, xp) -> dict:
         out[name] = c
     return out
 
-
-def _close_data_layers(net: Net) -> None:
-    for i, layer in enumerate(net.layers):
-        close = getattr(layer, "close", None)
-        if close is not None and not net.bottom_names[i]:
-            try:
-                close()
-            except Exception:  # pragma: no cover - closing is best effort
-                pass
