@@ -27,10 +27,11 @@ so gradient checks can run in float64 and the GPU path is the same code.
 from __future__ import annotations
 
 from ..errors import RistrettoError
+from ..proto import caffe_pb2
 
 LAYER_TYPES: dict[str, type["Layer"]] = {}
 
-TRAIN, TEST = 0, 1  # caffe.Phase values
+TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST  # caffe.Phase values
 
 
 def register(*type_names: str):

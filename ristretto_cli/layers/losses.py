@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import math
 
+from ..proto import caffe_pb2
 from .base import Layer, register
 
 FLT_MIN = 1.1754943508222875e-38  # Caffe clamps probabilities to FLT_MIN before the log
 
-_FULL, _VALID, _BATCH_SIZE, _NONE = 0, 1, 2, 3  # LossParameter.NormalizationMode
+_NORM = caffe_pb2.LossParameter
+_FULL, _VALID, _BATCH_SIZE, _NONE = _NORM.FULL, _NORM.VALID, _NORM.BATCH_SIZE, _NORM.NONE
 
 
 def softmax(xp, x, axis: int):

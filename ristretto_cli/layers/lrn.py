@@ -18,9 +18,10 @@ and :meth:`_backward_with` (explicit scale).
 """
 from __future__ import annotations
 
+from ..proto import caffe_pb2
 from .base import Layer, register
 
-ACROSS_CHANNELS, WITHIN_CHANNEL = 0, 1
+ACROSS_CHANNELS, WITHIN_CHANNEL = caffe_pb2.LRNParameter.ACROSS_CHANNELS, caffe_pb2.LRNParameter.WITHIN_CHANNEL
 #: bytes of input per block of elementwise work on the CPU
 LRN_BLOCK_BYTES = 256 << 10
 

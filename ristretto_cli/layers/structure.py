@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 
+from ..proto import caffe_pb2
 from .base import Layer, register
 
-_SUM, _PROD, _MAX = 1, 0, 2  # EltwiseParameter.EltwiseOp values
+_SUM, _PROD, _MAX = caffe_pb2.EltwiseParameter.SUM, caffe_pb2.EltwiseParameter.PROD, caffe_pb2.EltwiseParameter.MAX
 
 
 def _count(shape, start=0, end=None) -> int:

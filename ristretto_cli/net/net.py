@@ -126,7 +126,7 @@ class Net:
                 owner, oi = owners[spec.name]
                 src = owner.blobs[oi]
                 if tuple(src.shape) != tuple(layer.blobs[pi].shape):
-                    if spec.share_mode != 1 or src.size != layer.blobs[pi].size:  # 1 = PERMISSIVE
+                    if spec.share_mode != caffe_pb2.ParamSpec.PERMISSIVE or src.size != layer.blobs[pi].size:
                         raise layer.error(f"shared param '{spec.name}' has shape {tuple(layer.blobs[pi].shape)}, "
                                           f"owner '{owner.name}' has {tuple(src.shape)}")
                 layer.blobs[pi] = src if src.shape == layer.blobs[pi].shape else src.reshape(layer.blobs[pi].shape)

@@ -215,7 +215,7 @@ class CandidateRunner:
         fed = _inputs_instead_of_data(net.param, shapes)
         nets = []
         for _ in range(workers):
-            w = Net(fed, phase="TEST", backend=self.backend, source=net.source)
+            w = Net(fed, phase=TEST, backend=self.backend, source=net.source)
             w.share_weights_from(net)
             if w.layer_names != net.layer_names:  # pragma: no cover - a net we cannot mirror
                 return self._baseline_in_order(snap_after, live, first)
@@ -278,7 +278,7 @@ class CandidateRunner:
         tparam = self._test_param(rewrite_net(self.param, candidate, self.lengths))
         if fed_inputs:
             tparam = _inputs_instead_of_data(tparam, self.float_net.blob_shapes)
-        net = Net(tparam, phase="TEST", backend=self.backend, source=self.float_net.source)
+        net = Net(tparam, phase=TEST, backend=self.backend, source=self.float_net.source)
         net.share_weights_from(self.float_net)
         return net
 
