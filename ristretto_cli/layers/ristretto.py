@@ -11,7 +11,13 @@ Convolution / InnerProduct / Deconvolution classes through :class:`RistrettoMixi
   the weight copies are trimmed with STOCHASTIC rounding from ``backend.rng``; the
   forward pass and the bottom gradient use the trimmed copies, and the weight
   gradient lands in ``self.diffs`` for the full-precision shadow ``self.blobs``
-  (straight-through estimator). ``self.blobs`` is never modified.
+  (straight-through estimator). ``self.blobs`` is never modified. One forward draws
+  once; its backward reuses that draw (``trimmed_blobs``).
+
+The float layer never sees the difference: it computes with
+:meth:`Layer.compute_params`, which the mix-in answers with the trimmed copies.
+``freeze_params()`` / ``unfreeze_params()`` fix one deterministic trim for many
+forwards (the quantize search, whose weights do not change while it scores).
 
 Every ``quantization_param`` field is applied, defaults included (bw 32 / fl 16
 still rounds activations to 2^-16 and saturates them at +-32768; DESIGN.md 5).
