@@ -403,8 +403,6 @@ def test_info_with_trained_weights_and_v1_prototxt(capsys):
 
 
 def test_layer_macs_of_grouped_transposed_and_deconvolution_layers(tmp_path):
-    from ristretto_cli.analysis import layer_macs
-
     model = tmp_path / "m.prototxt"
     model.write_text('''layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 6 dim: 9 dim: 9 } } }
 layer { name: "g" type: "Convolution" bottom: "data" top: "g"
@@ -413,8 +411,8 @@ layer { name: "d" type: "Deconvolution" bottom: "g" top: "d"
         convolution_param { num_output: 6 group: 2 kernel_size: 3 stride: 2 } }
 layer { name: "t" type: "InnerProduct" bottom: "d" top: "t" inner_product_param { num_output: 5 transpose: true } }''')
     net = load_net(str(model))
-    macs = {name: layer_macs(net.layer(name), [net.blob_shapes[b] for b in net.bottom_names[i]],
-                             [net.blob_shapes[t] for t in net.top_names[i]])
+    macs = {name: net.layer(name).macs([net.blob_shapes[b] for b in net.bottom_names[i]],
+                                       [net.blob_shapes[t] for t in net.top_names[i]])
             for i, name in enumerate(net.layer_names)}
     # grouped conv: 4 maps of 4x4 per image, each output sums 6/2 channels x 3x2 window
     assert net.blob_shapes["g"] == (2, 4, 4, 4) and macs["g"] == 2 * 4 * 4 * 4 * (3 * 3 * 2)
@@ -422,6 +420,21 @@ layer { name: "t" type: "InnerProduct" bottom: "d" top: "t" inner_product_param 
     assert macs["d"] == 2 * 4 * 4 * 4 * (3 * 3 * 3)
     fan_in = math.prod(net.blob_shapes["d"][1:])
     assert macs["t"] == 2 * 5 * fan_in and macs["data"] == 0
+
+
+def test_ristretto_layers_count_the_macs_of_their_float_layer(tmp_path):
+    model = tmp_path / "m.prototxt"
+    model.write_text('''layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 8 dim: 8 } } }
+layer { name: "c" type: "ConvolutionRistretto" bottom: "data" top: "c" convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "d" type: "DeconvolutionRistretto" bottom: "c" top: "d" convolution_param { num_output: 2 kernel_size: 2 } }
+layer { name: "f" type: "FcRistretto" bottom: "d" top: "f" inner_product_param { num_output: 5 } }''')
+    net = load_net(str(model))
+    shapes = net.blob_shapes
+    macs = {name: net.layer(name).macs([shapes[b] for b in net.bottom_names[i]], [shapes[t] for t in net.top_names[i]])
+            for i, name in enumerate(net.layer_names)}
+    assert macs["c"] == 2 * 4 * 6 * 6 * (3 * 3 * 3)
+    assert macs["d"] == 2 * 4 * 6 * 6 * (2 * 2 * 2)
+    assert macs["f"] == 2 * 5 * math.prod(shapes["d"][1:])
 
 
 # --------------------------------------------------------------------------- time, help, version

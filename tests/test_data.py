@@ -18,7 +18,7 @@ from ristretto_cli.backend import Backend
 from ristretto_cli.cli import cli
 from ristretto_cli.data import transform as T
 from ristretto_cli.data.converters import read_idx
-from ristretto_cli.data.layers import Prefetcher, read_image_list
+from ristretto_cli.data.sources import Prefetcher, read_image_list
 from ristretto_cli.data.lmdb_io import (
     LMDBReader,
     LMDBWriter,
@@ -682,3 +682,6 @@ def test_data_layer_inside_a_net(tmp_path, monkeypatch):
     again = net.forward()
     np.testing.assert_array_equal(again["flat"], first["flat"])
     np.testing.assert_array_equal(again["flat"][0], (np.arange(24, dtype=np.float32) - 1) * 2)
+    net.close()  # stops the prefetch thread and closes the database
+    assert net.layer("d").source is None and net.layer("d")._prefetcher is None
+    net.close()  # idempotent

@@ -466,3 +466,19 @@ def test_truncate_keeps_the_lsb_of_tiny_negatives_with_negative_fl(fmt):
     x = np.array([-1.401298464324817e-45, -3e-39, 1e-45], np.float32)
     got = fmt.trim_fixed_point(x, 4, -1, Rounding.TRUNCATE)
     assert got.tolist() == [-2.0, -2.0, 0.0]
+
+
+def test_quant_config_trims_activations_at_either_site_in_place_or_not():
+    from ristretto_cli.formats import INPUT, OUTPUT, QuantConfig
+
+    cfg = QuantConfig(bw_layer_in=8, fl_layer_in=4, bw_layer_out=6, fl_layer_out=1)
+    x0 = np.random.default_rng(0).uniform(-9, 9, 50).astype(np.float32)
+    np.testing.assert_array_equal(cfg.trim_activation(x0, INPUT), trim_fixed_point(x0, 8, 4))
+    np.testing.assert_array_equal(cfg.trim_activation(x0, OUTPUT), trim_fixed_point(x0, 6, 1))
+    x = x0.copy()
+    assert cfg.trim_activation(x, OUTPUT, out=x) is x
+    np.testing.assert_array_equal(x, trim_fixed_point(x0, 6, 1))
+    mini = QuantConfig(precision=1, mant_bits=3, exp_bits=4)  # minifloat: one format for both sites
+    np.testing.assert_array_equal(mini.trim_activation(x0, INPUT), mini.trim_activation(x0, OUTPUT))
+    with pytest.raises(ValueError, match="site"):
+        cfg.trim_activation(x0, "middle")

@@ -11,7 +11,7 @@ from google.protobuf import text_format
 from conftest import run_cli
 from gradient_check import check_layer_gradient, f64_backend
 from ristretto_cli.errors import RistrettoError
-from ristretto_cli.layers import LAYER_TYPES, TEST, TRAIN, create_layer, load_all
+from ristretto_cli.layers import LAYER_TYPES, TEST, TRAIN, create_layer
 from ristretto_cli.layers.refused import REFUSED_TYPES
 from ristretto_cli.proto import caffe_pb2
 
@@ -354,7 +354,6 @@ def test_pooling_floor_gradient(method):
 # -- refused types -----------------------------------------------------------------------
 
 def test_refused_types_are_named_with_a_reason():
-    load_all()
     assert not set(REFUSED_TYPES) & set(LAYER_TYPES)
     with pytest.raises(RistrettoError, match="type 'Python' is refused: Python layers run arbitrary code"):
         make('name: "py" type: "Python" python_param { module: "os" layer: "system" }')
@@ -372,7 +371,6 @@ def test_every_caffe_type_is_computed_or_refused():
                    "Pooling", "Power", "Python", "RNN", "ReLU", "Reduction", "Reshape", "SPP", "Scale", "Sigmoid",
                    "SigmoidCrossEntropyLoss", "Silence", "Slice", "Softmax", "SoftmaxWithLoss", "Split", "Swish",
                    "TanH", "Threshold", "Tile", "WindowData"}  # REGISTER_LAYER_* in BVLC master
-    load_all()
     assert caffe_types <= set(LAYER_TYPES) | set(REFUSED_TYPES)
 
 

@@ -257,12 +257,6 @@ def _write_db(path, images, labels):
             w.put(f"{i:08d}", make_datum(img, int(lab)).SerializeToString())
 
 
-def _close_data(net):
-    for i, layer in enumerate(net.layers):
-        if not net.bottom_names[i] and hasattr(layer, "close"):
-            layer.close()
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A random net and images labelled with the float net's own predictions (baseline 1.0)."""
@@ -280,7 +274,7 @@ def tiny(tmp_path_factory):
     images = np.clip(patterns[which] + noise, 0, 15).astype(np.uint8)
     _write_db(d / "db0", images, np.zeros(len(images)))
     net = Net(parse_net_text(TINY.format(db=d / "db0")), "TEST", backend=Backend(np, seed=3))
-    _close_data(net)
+    net.close()
     x = (images.astype(np.float32) - np.float32(7.5)) * np.float32(0.0625)
     preds = []
     for b in range(TINY_BATCHES):
@@ -306,7 +300,7 @@ def _independent_score(model, weights, cand, lengths, iterations):
     try:
         s = score(net, iterations)
     finally:
-        _close_data(net)
+        net.close()
     return [np.float32(b[s.names.index("accuracy")]) for b in s.batches]
 
 
@@ -456,7 +450,7 @@ def test_lenet_quantize_then_benchmark_reproduces_the_final_score(lenet, mode, c
     parse_with_original_schema(text, filename=str(q))
     net = load_net(str(q), weights)
     assert {l.type for l in net.layers} >= {"ConvolutionRistretto", "FcRistretto"}
-    _close_data(net)
+    net.close()
     assert _cli_ok(["benchmark", "--model", str(q), "--weights", weights, "--iterations", str(LENET_ITERATIONS),
                     "--json", str(bench_path)]) == 0
     bench = json.loads(bench_path.read_text())

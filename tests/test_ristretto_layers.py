@@ -12,7 +12,7 @@ from google.protobuf import text_format
 
 from ristretto_cli.backend import Backend
 from ristretto_cli.errors import RistrettoError
-from ristretto_cli.layers import LAYER_TYPES, TEST, TRAIN, create_layer, load_all
+from ristretto_cli.layers import LAYER_TYPES, TEST, TRAIN, create_layer
 from ristretto_cli.proto import caffe_pb2
 from ristretto_cli.formats import Rounding, trim_fixed_point, trim_minifloat, trim_pow2
 
@@ -20,12 +20,9 @@ f32 = np.float32
 
 
 def need(*types):
-    load_all()
-    import ristretto_cli.layers.ristretto  # noqa: F401  (registers the Ristretto types)
-
-    missing = [t for t in types if t not in LAYER_TYPES or LAYER_TYPES[t].__name__.startswith("Missing")]
-    if missing:
-        pytest.skip(f"float layer(s) {', '.join(missing)} not available yet")
+    """The float layer types a test builds on are registered (importing the package registers all)."""
+    missing = [t for t in types if t not in LAYER_TYPES]
+    assert not missing, f"layer type(s) {', '.join(missing)} not registered"
 
 
 def make(type_, text, bottom_shapes, phase=TEST, seed=0):
@@ -161,6 +158,64 @@ def test_deconvolution_ristretto_equals_float_layer_on_trimmed_values():
 
 
 # -- TRAIN phase -----------------------------------------------------------------
+
+def test_ristretto_layers_are_the_float_classes_with_the_mixin():
+    from ristretto_cli.layers.conv import Convolution, Deconvolution
+    from ristretto_cli.layers.inner_product import InnerProduct
+    from ristretto_cli.layers.ristretto import (ConvolutionRistretto, DeconvolutionRistretto, FcRistretto,
+                                                RistrettoMixin)
+
+    for cls, base, name in ((ConvolutionRistretto, Convolution, "ConvolutionRistretto"),
+                            (FcRistretto, InnerProduct, "FcRistretto"),
+                            (DeconvolutionRistretto, Deconvolution, "DeconvolutionRistretto")):
+        assert issubclass(cls, RistrettoMixin) and issubclass(cls, base)
+        assert LAYER_TYPES[name] is cls and cls.__name__ == name
+
+
+def test_float_layer_computes_with_compute_params_and_its_gradient_goes_to_diffs():
+    plain = make("InnerProduct", FC_DFP.split("quantization_param")[0], [(2, 5)])
+    other = [b * 2 for b in plain.blobs]
+    shadow = [b.copy() for b in plain.blobs]
+    ref = make("InnerProduct", FC_DFP.split("quantization_param")[0], [(2, 5)])
+    ref.blobs = [o.copy() for o in other]
+    plain.compute_params = lambda: other
+    x = np.random.default_rng(2).uniform(-1, 1, (2, 5)).astype(f32)
+    np.testing.assert_array_equal(plain.forward([x])[0], ref.forward([x])[0])
+    dy = np.ones((2, 3), f32)
+    plain.zero_diffs()
+    ref.zero_diffs()
+    np.testing.assert_array_equal(plain.backward([dy], [x], [None], [True])[0],
+                                  ref.backward([dy], [x], [None], [True])[0])
+    for d, r in zip(plain.diffs, ref.diffs):
+        np.testing.assert_array_equal(d, r)
+    for b, s in zip(plain.blobs, shadow):
+        np.testing.assert_array_equal(b, s)
+
+
+def test_freeze_params_fixes_the_trimmed_weights_until_unfreeze():
+    layer = make("FcRistretto", FC_DFP, [(2, 5)])
+    x0 = np.random.default_rng(3).uniform(-3, 3, (2, 5)).astype(f32)
+    before = layer.forward([x0.copy()])[0]
+    frozen = layer.freeze_params()
+    assert layer.compute_params() is frozen
+    for b in layer.blobs:
+        b *= 0.5  # the search never does this; here it shows the frozen copy is used
+    np.testing.assert_array_equal(layer.forward([x0.copy()])[0], before)
+    layer.unfreeze_params()
+    assert not np.array_equal(layer.forward([x0.copy()])[0], before)
+    shared = make("FcRistretto", FC_DFP, [(2, 5)])
+    assert shared.freeze_params(frozen) == frozen  # another net's layer may share the trimmed copy
+
+
+def test_freeze_params_refuses_stochastic_draws():
+    train = make("FcRistretto", FC_DFP, [(2, 5)], phase=TRAIN)
+    assert not train.freezable
+    with pytest.raises(RistrettoError, match="deterministic"):
+        train.freeze_params()
+    stochastic = make("FcRistretto", FC_DFP.replace("quantization_param {", "quantization_param { rounding_scheme: STOCHASTIC"),
+                      [(2, 5)])
+    assert not stochastic.freezable
+
 
 def test_train_phase_straight_through():
     need("InnerProduct")

@@ -158,15 +158,13 @@ def init(model, output, seed, filler, phase):
 @phase_option
 def info(model, weights, phase):
     """Per layer: type, top shapes, parameters and multiply-accumulates; totals."""
-    from ..analysis import layer_macs
-
     net = load_net(model, weights, phase)
     rows, total_params, total_macs = [], 0, 0
     for i, layer in enumerate(net.layers):
         tops = [net.blob_shapes[t] for t in net.top_names[i]]
         bottoms = [net.blob_shapes[b] for b in net.bottom_names[i]]
         params = sum(int(b.size) for b in layer.blobs)
-        macs = layer_macs(layer, bottoms, tops)
+        macs = layer.macs(bottoms, tops)
         total_params += params
         total_macs += macs
         rows.append([layer.name, layer.type, " ".join("x".join(map(str, s)) for s in tops), params, macs])

@@ -1,8 +1,9 @@
-"""Data side: LMDB Datum I/O, Caffe's data transformer, the Data / ImageData layers,
-dataset converters and mean computation.
+"""Data side: LMDB Datum I/O, Caffe's data transformer, batch sources with prefetch
+(:mod:`.sources`), dataset converters and mean computation.
 
-Importing :mod:`ristretto_cli.data.layers` registers the "Data" and "ImageData" layer
-types (``ristretto_cli.layers.load_all`` does that).
+The Data / ImageData layers that read through these live in
+:mod:`ristretto_cli.layers.data`; this package does not import ``layers`` (layers ->
+data, one direction).
 """
 from .lmdb_io import (
     LMDBReader,

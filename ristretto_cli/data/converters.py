@@ -200,7 +200,7 @@ def convert_imageset(
     """Images listed in ``list_file`` ("relative/path label" lines) -> LMDB, as Caffe's
     convert_imageset. Returns the number of records written."""
     info = _reporter(log)
-    from .layers import read_image_list
+    from .sources import read_image_list
 
     writer = LMDBWriter(db)
     channel_order = channel_order.upper()

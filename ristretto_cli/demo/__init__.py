@@ -72,9 +72,7 @@ def _accuracy(model: Path, weights: Path) -> float:
     try:
         return score(net, TEST_DIGITS // 50).means["accuracy"]
     finally:
-        for layer in net.layers:
-            if hasattr(layer, "close"):
-                layer.close()
+        net.close()
 
 
 def run_demo(workdir: str | Path = "runs/demo", train_iters: int = 1500, finetune_iters: int = 500,

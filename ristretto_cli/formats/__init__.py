@@ -1,17 +1,23 @@
-"""Number formats (pure functions on NumPy/CuPy arrays) and the Ristretto layers.
+"""Number formats: rounding and trimming as pure functions on NumPy/CuPy arrays.
 
-``ristretto_cli.layers.ristretto`` registers ConvolutionRistretto, FcRistretto,
-DeconvolutionRistretto and LRNRistretto; it is imported by the layer registry
-(``ristretto_cli.layers.load_all``), not here, to keep this package import light.
+What lives here: :mod:`.rounding` (rounding schemes, integer rounding),
+:mod:`.trim` (dynamic fixed point, minifloat, power-of-two trims) and
+:mod:`.config` (``QuantConfig``: one layer's ``quantization_param``, validated, with
+its trim sites: ``trim_activation(x, INPUT | OUTPUT, out=)``, ``trim_weights``,
+``trim_bias``).
+
+What it may import: ``errors``, ``backend`` (which array module) and ``proto`` (only to write a QuantizationParameter),
+nothing else of the package. The Ristretto layers that use these formats live in
+:mod:`ristretto_cli.layers.ristretto` (layers -> formats, never the other way).
 """
 from ..backend import array_module  # re-exported: formats take arrays of either module
-from .config import Precision, QuantConfig
+from .config import INPUT, OUTPUT, Precision, QuantConfig
 from .trim import (fixed_point_grid, minifloat_bias, minifloat_max, minifloat_min, trim_fixed_point,
                       trim_minifloat, trim_pow2)
 from .rounding import FormatError, Rounding, round_to_integer
 
 __all__ = [
-    "FormatError", "Precision", "QuantConfig", "Rounding", "array_module", "fixed_point_grid",
+    "FormatError", "INPUT", "OUTPUT", "Precision", "QuantConfig", "Rounding", "array_module", "fixed_point_grid",
     "minifloat_bias", "minifloat_max", "minifloat_min", "round_to_integer", "trim_fixed_point",
     "trim_minifloat", "trim_pow2",
 ]

@@ -23,6 +23,10 @@ from . import trim
 from .rounding import FormatError, Rounding, as_rounding
 
 
+#: the two activation trim sites of a layer (``QuantConfig.trim_activation``)
+INPUT, OUTPUT = "in", "out"
+
+
 class Precision(IntEnum):
     """Values of the proto enum ``caffe.QuantizationParameter.Precision``."""
 
@@ -117,21 +121,21 @@ class QuantConfig:
         return self
 
     # -- the four trim sites ----------------------------------------------
-    def _trim_activation(self, x, bw, fl, rounding, rng):
+    def trim_activation(self, x, site: str = INPUT, rounding=None, rng=None, out=None):
+        """A layer input (``site`` INPUT) or output (OUTPUT) in this layer's activation
+        format, written into ``out`` when given (``out`` may be ``x``: an in-place trim),
+        else a new array; returns the result."""
+        r = self.rounding_scheme if rounding is None else rounding
         if self.precision == Precision.MINIFLOAT:
-            return trim.trim_minifloat(x, self.mant_bits, self.exp_bits, rounding, rng,
-                                          self.saturate_after_rounding)
-        return trim.trim_fixed_point(x, bw, fl, rounding, rng)
-
-    def trim_input(self, x, rounding=None, rng=None):
-        """A layer input in this layer's activation format (new array)."""
-        r = self.rounding_scheme if rounding is None else rounding
-        return self._trim_activation(x, self.bw_layer_in, self.fl_layer_in, r, rng)
-
-    def trim_output(self, x, rounding=None, rng=None):
-        """A layer output in this layer's activation format (new array)."""
-        r = self.rounding_scheme if rounding is None else rounding
-        return self._trim_activation(x, self.bw_layer_out, self.fl_layer_out, r, rng)
+            return trim.trim_minifloat(x, self.mant_bits, self.exp_bits, r, rng, self.saturate_after_rounding,
+                                       out=out)
+        if site == INPUT:
+            bw, fl = self.bw_layer_in, self.fl_layer_in
+        elif site == OUTPUT:
+            bw, fl = self.bw_layer_out, self.fl_layer_out
+        else:
+            raise ValueError(f"activation site must be {INPUT!r} or {OUTPUT!r}, got {site!r}")
+        return trim.trim_fixed_point(x, bw, fl, r, rng, out=out)
 
     def trim_weights(self, w, rounding=None, rng=None):
         """Weights in the parameter format (new array)."""

@@ -102,9 +102,7 @@ class PReLU(NeuronLayer):
         grad = diff * x * neg
         axes = tuple(range(x.ndim)) if self.channel_shared else (0,) + tuple(range(2, x.ndim))
         slope_grad = grad.sum(axis=axes).reshape(self.blobs[0].shape)
-        if not self.diffs:
-            self.zero_diffs()
-        self.diffs[0] += slope_grad.astype(self.diffs[0].dtype, copy=False)
+        self.accumulate_param_diffs(slope_grad)
         if not propagate_down[0]:
             return [None]
         slope = self._slope(x)

@@ -10,9 +10,16 @@ Contract (the net knows nothing else of a layer):
 * ``forward(bottoms) -> tops`` returns new arrays (or the bottom itself for a
   pass-through). A layer may keep in ``self`` what its backward needs.
 * ``backward(top_diffs, bottoms, tops, propagate_down) -> bottom_diffs``: adds the
-  parameter gradients into ``self.diffs`` (same shapes as ``self.blobs``) and
-  returns one gradient (or None) per bottom. ``top_diffs[i]`` may be None when
-  nothing downstream needs top i; treat it as zero.
+  parameter gradients into ``self.diffs`` (same shapes as ``self.blobs``; the caller,
+  normally the net, has made them exist: a layer may assume them) and returns one
+  gradient (or None) per bottom. ``top_diffs[i]`` may be None when nothing
+  downstream needs top i; treat it as zero.
+
+Hooks with defaults here: ``compute_params()`` (the arrays forward and the bottom
+gradient compute with: ``self.blobs``; the Ristretto layers hand trimmed copies),
+``macs(bottom_shapes, top_shapes)`` (multiply-accumulates of one forward),
+``canonical_axis(axis, ndim)``, ``accumulate_param_diffs(*grads)`` and ``close()``
+(release files and threads; the data layers).
 
 Layers compute with ``self.xp`` only, and in the dtype of their inputs/params,
 so gradient checks can run in float64 and the GPU path is the same code.
@@ -20,10 +27,12 @@ so gradient checks can run in float64 and the GPU path is the same code.
 from __future__ import annotations
 
 from ..errors import RistrettoError
+from ..proto import caffe_pb2
+from .refused import REFUSED_TYPES
 
 LAYER_TYPES: dict[str, type["Layer"]] = {}
 
-TRAIN, TEST = 0, 1  # caffe.Phase values
+TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST  # caffe.Phase values
 
 
 def register(*type_names: str):
@@ -41,12 +50,8 @@ def register(*type_names: str):
 
 
 def create_layer(param, phase: int, backend) -> "Layer":
-    """Instantiate the registered class for ``param.type``."""
-    from . import load_all  # noqa: F401  (imports every layer module once)
-
-    load_all()
-    from .refused import REFUSED_TYPES
-
+    """Instantiate the registered class for ``param.type`` (importing the package
+    :mod:`ristretto_cli.layers` has registered every type)."""
     cls = LAYER_TYPES.get(param.type)
     if cls is None:
         if param.type in REFUSED_TYPES:
@@ -97,6 +102,14 @@ class Layer:
                 want = str(lo) if lo == hi else f"{lo}..{'' if hi is None else hi}"
                 raise self.error(f"takes {want} {what} blob(s), got {n}")
 
+    def canonical_axis(self, axis: int, ndim: int, what: str = "axis") -> int:
+        """Caffe's ``Blob::CanonicalAxisIndex``: -ndim <= axis < ndim, negatives count
+        from the end; an axis out of range is an error that names this layer."""
+        axis = int(axis)
+        if not -ndim <= axis < ndim:
+            raise self.error(f"{what} {axis} is out of range for a {ndim}-axis blob")
+        return axis + ndim if axis < 0 else axis
+
     def setup(self, bottom_shapes: list[tuple]) -> None:
         pass
 
@@ -109,17 +122,34 @@ class Layer:
     def backward(self, top_diffs: list, bottoms: list, tops: list, propagate_down: list[bool]) -> list:
         return [None] * len(bottoms)
 
+    def compute_params(self) -> list:
+        """The learnable arrays that forward and the bottom gradient compute with, read
+        at call time: ``self.blobs``. A subclass may hand other arrays of the same
+        shapes (the Ristretto layers: trimmed copies); the parameter gradients still
+        go to ``self.diffs``, for ``self.blobs`` (straight-through)."""
+        return self.blobs
+
+    def macs(self, bottom_shapes: list[tuple], top_shapes: list[tuple]) -> int:
+        """Multiply-accumulates of one forward pass from the blob shapes (0: a layer
+        without weighted sums; the convolution and inner-product layers override it)."""
+        return 0
+
+    def close(self) -> None:
+        """Release files and threads (the data layers); idempotent. Nothing here."""
+
     # -- learning ---------------------------------------------------------
     def zero_diffs(self) -> None:
         self.diffs = [self.xp.zeros_like(b) for b in self.blobs]
 
     def accumulate_param_diffs(self, *grads) -> None:
-        """Add one gradient per learnable blob (None: none) into ``self.diffs``."""
+        """Add one gradient per learnable blob (None: none) into ``self.diffs``, in the
+        diffs' dtype. The diffs exist already (the net makes them before backward)."""
         if len(self.diffs) != len(self.blobs):
-            self.zero_diffs()
+            raise self.error(f"backward with {len(self.diffs)} diffs for {len(self.blobs)} learnable blobs; "
+                             f"call zero_diffs() first (Net.backward does)")
         for diff, grad in zip(self.diffs, grads):
             if grad is not None:
-                diff += grad.reshape(diff.shape)
+                diff += grad.astype(diff.dtype, copy=False).reshape(diff.shape)
 
     def param_multipliers(self) -> list[tuple[float, float]]:
         """(lr_mult, decay_mult) per learnable blob, from ``param {}`` entries."""

@@ -5,10 +5,11 @@ Weights are (num_output, channels/group, *kernel) for Convolution and
 Spatial axes are every axis after ``axis`` (the channel axis, default 1); axes
 before it are flattened into the batch.
 
-Subclass hooks (the Ristretto layers use them): ``forward``/``backward`` read
-``self.blobs`` at call time through :meth:`ConvolutionLayer.compute_params`, and
-the arithmetic lives in :meth:`_forward_with` / :meth:`_backward_with`, which take
-the weight and bias explicitly.
+Subclass hooks (the Ristretto layers use them): ``forward`` and the bottom gradient
+compute with :meth:`Layer.compute_params` (``self.blobs`` unless a subclass hands
+trimmed copies), the weight gradient goes to ``self.diffs``; the arithmetic lives in
+:meth:`_forward_with` / :meth:`_backward_with`, which take the weight and bias
+explicitly.
 """
 from __future__ import annotations
 
@@ -18,12 +19,6 @@ from .base import Layer, register
 from .fillers import fill
 from .im2col import (ConvGeometry, convolution, convolution_grad, convolution_transpose,
                      convolution_transpose_grad)
-
-
-def canonical_axis(axis: int, num_axes: int, layer: Layer, what: str = "axis") -> int:
-    if not -num_axes <= axis < num_axes:
-        raise layer.error(f"{what} {axis} is out of range for a {num_axes}-D bottom")
-    return axis % num_axes
 
 
 def _repeated(cp, name: str, n_spatial: int, default: int, layer: Layer) -> tuple:
@@ -60,7 +55,7 @@ class _ConvBase(Layer):
     def _parse(self, bottom_shape) -> None:
         cp = self.param.convolution_param
         num_axes = len(bottom_shape)
-        self.channel_axis = canonical_axis(int(cp.axis), num_axes, self)
+        self.channel_axis = self.canonical_axis(cp.axis, num_axes)
         n_spatial = num_axes - self.channel_axis - 1
         if n_spatial < 1:
             raise self.error(f"needs at least one spatial axis after axis {self.channel_axis}, "
@@ -133,21 +128,17 @@ class _ConvBase(Layer):
             first[self.channel_axis + 1:])
         return [top] * len(bottom_shapes)
 
-    def compute_params(self):
-        """(weight, bias or None) that forward and backward compute with; read at call time.
-
-        A subclass may override this to supply trimmed copies; the gradients still
-        accumulate into ``self.diffs`` (straight-through)."""
-        return self.blobs[0], (self.blobs[1] if self.bias_term else None)
+    def _weight_and_bias(self):
+        """(weight, bias or None) from :meth:`compute_params`, read at call time."""
+        params = self.compute_params()
+        return params[0], (params[1] if self.bias_term else None)
 
     def forward(self, bottoms):
-        weight, bias = self.compute_params()
+        weight, bias = self._weight_and_bias()
         return [self._forward_with(x, weight, bias) for x in bottoms]
 
     def backward(self, top_diffs, bottoms, tops, propagate_down):
-        weight, _ = self.compute_params()
-        if len(self.diffs) != len(self.blobs):
-            self.zero_diffs()
+        weight, _ = self._weight_and_bias()
         mult = self.param_multipliers()
         need_dw = mult[0][0] != 0
         need_db = self.bias_term and mult[1][0] != 0
@@ -162,6 +153,16 @@ class _ConvBase(Layer):
             self.accumulate_param_diffs(dw, db)
             out.append(dx)
         return out
+
+    def macs(self, bottom_shapes, top_shapes) -> int:
+        """One MAC per weight feeding each output element: (C/group * kernel) per top
+        element; Deconvolution scatters each bottom element through (O/group * kernel)
+        weights instead."""
+        if not self.blobs:
+            return 0
+        per_value = math.prod(self.blobs[0].shape[1:])
+        shape = bottom_shapes[0] if self.transposed else top_shapes[0]
+        return int(math.prod(shape) * per_value)
 
     # -- arithmetic ---------------------------------------------------------
     def _flat(self, x):
@@ -193,7 +194,7 @@ class _ConvBase(Layer):
 
 
 @register("Convolution")
-class ConvolutionLayer(_ConvBase):
+class Convolution(_ConvBase):
     """Caffe's Convolution: cross-correlation with pad / stride / dilation / group."""
 
     transposed = False
@@ -209,7 +210,7 @@ class ConvolutionLayer(_ConvBase):
 
 
 @register("Deconvolution")
-class DeconvolutionLayer(_ConvBase):
+class Deconvolution(_ConvBase):
     """Caffe's Deconvolution: the transpose (adjoint) of Convolution with the same weights."""
 
     transposed = True

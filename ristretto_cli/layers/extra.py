@@ -13,8 +13,8 @@ from ..proto import caffe_pb2
 from .activations import NeuronLayer
 from .base import Layer, register
 from .fillers import fill
-from .pooling import PoolingLayer
-from .structure import canonical_axis
+from .pooling import Pooling
+
 
 
 # -- neurons ---------------------------------------------------------------------------
@@ -89,7 +89,7 @@ class Tile(Layer):
             raise self.error("tile_param.tiles is required")
         if p.tiles <= 0:
             raise self.error(f"tiles must be positive, got {p.tiles}")
-        self.axis = canonical_axis(self, p.axis, len(shape))
+        self.axis = self.canonical_axis(p.axis, len(shape))
         self.tiles = int(p.tiles)
         return [shape[:self.axis] + (shape[self.axis] * self.tiles,) + shape[self.axis + 1:]]
 
@@ -125,7 +125,7 @@ class Reduction(Layer):
         self.op = int(p.operation)
         if self.op not in (SUM, ASUM, SUMSQ, MEAN):
             raise self.error(f"unknown reduction operation {self.op}")
-        self.axis = canonical_axis(self, p.axis, len(shape)) if shape else 0
+        self.axis = self.canonical_axis(p.axis, len(shape)) if shape else 0
         self.coeff = float(p.coeff)
         return [shape[:self.axis]]
 
@@ -370,7 +370,7 @@ class SPP(Layer):
         pp.pad_h, pp.pad_w = (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
         pp.kernel_h, pp.kernel_w, pp.stride_h, pp.stride_w = kh, kw, kh, kw
         pp.pool = int(self.param.spp_param.pool)
-        layer = PoolingLayer(lp, self.phase, self.backend)
+        layer = Pooling(lp, self.phase, self.backend)
         layer.error = self.error  # problems name the SPP layer
         return layer
 

@@ -4,20 +4,20 @@ The bottom is flattened from ``axis`` on: (M, K) with M = prod(shape[:axis]) and
 K = prod(shape[axis:]); the top is shape[:axis] + (num_output,). Weights are
 (num_output, K), or (K, num_output) with ``transpose: true``; the bias is (num_output,).
 
-Hooks as in Convolution: :meth:`compute_params`, :meth:`_forward_with`,
-:meth:`_backward_with`, :meth:`accumulate_param_diffs`.
+Hooks as in Convolution: forward and the bottom gradient compute with
+:meth:`Layer.compute_params`; :meth:`_forward_with` / :meth:`_backward_with` take the
+weight and bias explicitly; the weight gradient goes to ``self.diffs``.
 """
 from __future__ import annotations
 
 import math
 
 from .base import Layer, register
-from .conv import canonical_axis
 from .fillers import fill
 
 
 @register("InnerProduct")
-class InnerProductLayer(Layer):
+class InnerProduct(Layer):
     num_bottoms = 1
     num_tops = 1
 
@@ -28,7 +28,7 @@ class InnerProductLayer(Layer):
             raise self.error("num_output must be positive")
         self.bias_term = bool(ip.bias_term)
         self.transpose = bool(ip.transpose)
-        self.axis = canonical_axis(int(ip.axis), len(bottom_shape), self)
+        self.axis = self.canonical_axis(int(ip.axis), len(bottom_shape))
         self.k = math.prod(bottom_shape[self.axis:])
 
     def weight_shape(self) -> tuple:
@@ -46,19 +46,28 @@ class InnerProductLayer(Layer):
         shape = tuple(bottom_shapes[0])
         if not hasattr(self, "axis"):
             self._parse(shape)
-        axis = canonical_axis(int(self.param.inner_product_param.axis), len(shape), self)
+        axis = self.canonical_axis(int(self.param.inner_product_param.axis), len(shape))
         k = math.prod(shape[axis:])
         if k != self.k:
             raise self.error(f"input size incompatible with inner product parameters: bottom {shape} "
                              f"has {k} values per item from axis {axis}, the weights expect {self.k}")
         return [shape[:axis] + (self.num_output,)]
 
-    def compute_params(self):
-        """(weight, bias or None) used by forward and backward; read at call time."""
-        return self.blobs[0], (self.blobs[1] if self.bias_term else None)
+    def _weight_and_bias(self):
+        """(weight, bias or None) from :meth:`compute_params`, read at call time."""
+        params = self.compute_params()
+        return params[0], (params[1] if self.bias_term else None)
+
+    def macs(self, bottom_shapes, top_shapes) -> int:
+        """One MAC per weight feeding each output element: K per top element."""
+        if not self.blobs:
+            return 0
+        w = self.blobs[0]
+        fan_in = w.shape[0] if self.transpose else math.prod(w.shape[1:])
+        return int(math.prod(top_shapes[0]) * fan_in)
 
     def _flat(self, x):
-        axis = canonical_axis(int(self.param.inner_product_param.axis), x.ndim, self)
+        axis = self.canonical_axis(int(self.param.inner_product_param.axis), x.ndim)
         return x.reshape(math.prod(x.shape[:axis]), -1), x.shape[:axis]
 
     def _forward_with(self, x, weight, bias):
@@ -82,13 +91,11 @@ class InnerProductLayer(Layer):
         return dx, dw, db
 
     def forward(self, bottoms):
-        weight, bias = self.compute_params()
+        weight, bias = self._weight_and_bias()
         return [self._forward_with(bottoms[0], weight, bias)]
 
     def backward(self, top_diffs, bottoms, tops, propagate_down):
-        weight, _ = self.compute_params()
-        if len(self.diffs) != len(self.blobs):
-            self.zero_diffs()
+        weight, _ = self._weight_and_bias()
         x, dy = bottoms[0], top_diffs[0]
         need_dx = bool(propagate_down[0])
         if dy is None:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import math
 
+from ..proto import caffe_pb2
 from .base import Layer, register
-from .structure import canonical_axis
 
 FLT_MIN = 1.1754943508222875e-38  # Caffe clamps probabilities to FLT_MIN before the log
 
-_FULL, _VALID, _BATCH_SIZE, _NONE = 0, 1, 2, 3  # LossParameter.NormalizationMode
+_NORM = caffe_pb2.LossParameter
+_FULL, _VALID, _BATCH_SIZE, _NONE = _NORM.FULL, _NORM.VALID, _NORM.BATCH_SIZE, _NORM.NONE
 
 
 def softmax(xp, x, axis: int):
@@ -34,19 +35,19 @@ class Softmax(Layer):
 
     def reshape(self, bottom_shapes):
         shape = tuple(bottom_shapes[0])
-        canonical_axis(self, self.param.softmax_param.axis, len(shape))
+        self.canonical_axis(self.param.softmax_param.axis, len(shape))
         return [shape]
 
     def forward(self, bottoms):
         x = bottoms[0]
-        return [softmax(self.xp, x, canonical_axis(self, self.param.softmax_param.axis, x.ndim))]
+        return [softmax(self.xp, x, self.canonical_axis(self.param.softmax_param.axis, x.ndim))]
 
     def backward(self, top_diffs, bottoms, tops, propagate_down):
         diff = top_diffs[0]
         if not propagate_down[0] or diff is None:
             return [None]
         y = tops[0]
-        axis = canonical_axis(self, self.param.softmax_param.axis, y.ndim)
+        axis = self.canonical_axis(self.param.softmax_param.axis, y.ndim)
         return [(diff - (diff * y).sum(axis=axis, keepdims=True)) * y]
 
 
@@ -54,7 +55,7 @@ class _LabelLayer(Layer):
     """Shared checks of layers that compare scores (N, ..., C at ``axis``, ...) with integer labels."""
 
     def _layout(self, score_shape, label_shape, axis_value: int):
-        axis = canonical_axis(self, axis_value, len(score_shape))
+        axis = self.canonical_axis(axis_value, len(score_shape))
         outer, channels, inner = _split_axis(tuple(score_shape), axis)
         n_labels = math.prod(label_shape)
         if outer * inner != n_labels:

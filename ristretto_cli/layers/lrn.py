@@ -13,15 +13,16 @@ Backward (both): ``dx = dy * scale^-beta - c * x * S(dy * y / scale)`` where S i
 the same (symmetric) window sum and ``c = 2 alpha beta / n`` across channels,
 ``2 alpha beta / n^2`` within a channel.
 
-Hooks: :meth:`LRNLayer.scale_of` (the denominator base), :meth:`_forward_with`
+Hooks: :meth:`LRN.scale_of` (the denominator base), :meth:`_forward_with`
 and :meth:`_backward_with` (explicit scale).
 """
 from __future__ import annotations
 
 from ..backend import is_numpy
+from ..proto import caffe_pb2
 from .base import Layer, register
 
-ACROSS_CHANNELS, WITHIN_CHANNEL = 0, 1
+ACROSS_CHANNELS, WITHIN_CHANNEL = caffe_pb2.LRNParameter.ACROSS_CHANNELS, caffe_pb2.LRNParameter.WITHIN_CHANNEL
 #: bytes of input per block of elementwise work on the CPU
 LRN_BLOCK_BYTES = 256 << 10
 
@@ -68,7 +69,7 @@ def spatial_window_sum(xp, a, size: int):
 
 
 @register("LRN")
-class LRNLayer(Layer):
+class LRN(Layer):
     num_bottoms = 1
     num_tops = 1
 

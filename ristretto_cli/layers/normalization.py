@@ -11,13 +11,6 @@ from __future__ import annotations
 from ..proto.caffe_pb2 import FillerParameter
 from .base import TEST, Layer, register
 from .fillers import fill
-from .structure import canonical_axis
-
-
-def _accumulate(layer: Layer, i: int, grad) -> None:
-    if len(layer.diffs) != len(layer.blobs):
-        layer.zero_diffs()
-    layer.diffs[i] += grad.astype(layer.diffs[i].dtype, copy=False).reshape(layer.diffs[i].shape)
 
 
 @register("BatchNorm")
@@ -114,7 +107,7 @@ class BatchNorm(Layer):
 
 def _param_shape(layer, shape, axis_value, num_axes):
     """Shape of a learned Scale/Bias parameter: bottom axes axis .. axis+num_axes (-1: to the end)."""
-    axis = canonical_axis(layer, axis_value, len(shape))
+    axis = layer.canonical_axis(axis_value, len(shape))
     if num_axes < -1:
         raise layer.error(f"num_axes must be non-negative, or -1 to extend to the end; got {num_axes}")
     if num_axes >= 0 and len(shape) < axis + num_axes:
@@ -124,7 +117,7 @@ def _param_shape(layer, shape, axis_value, num_axes):
 
 def _broadcast_axis(layer, shape, param_shape, axis_value) -> int:
     """The bottom axis where a Scale/Bias parameter starts, checked against the bottom shape."""
-    axis = 0 if len(param_shape) == 0 else canonical_axis(layer, axis_value, len(shape))
+    axis = 0 if len(param_shape) == 0 else layer.canonical_axis(axis_value, len(shape))
     if len(shape) < axis + len(param_shape) or tuple(shape[axis:axis + len(param_shape)]) != tuple(param_shape):
         raise layer.error(f"parameter of shape {tuple(param_shape)} does not match bottom {tuple(shape)} "
                           f"at axis {axis}")
@@ -181,7 +174,7 @@ class Bias(Layer):
         if len(bottoms) > 1:
             out.append(grad if propagate_down[1] else None)
         else:
-            _accumulate(self, 0, grad)
+            self.accumulate_param_diffs(grad)
         return out
 
 
@@ -249,9 +242,10 @@ class Scale(Layer):
         axis_value = self.param.scale_param.axis
         scale, scale_shape, bias = self._parts(bottoms, False)
         axis = _broadcast_axis(self, x.shape, scale_shape, axis_value)
+        grads = [None] * len(self.blobs)  # [scale, bias] with one bottom, [bias] with two
         if bias is not None:
             baxis = _broadcast_axis(self, x.shape, bias.shape, axis_value)
-            _accumulate(self, len(self.blobs) - 1, _reduce_to(diff, baxis, bias.ndim))
+            grads[-1] = _reduce_to(diff, baxis, bias.ndim)
         out = [diff * _expand(scale.astype(diff.dtype, copy=False), axis, x.ndim) if propagate_down[0] else None]
         two = len(bottoms) > 1
         if not two or propagate_down[1]:
@@ -259,7 +253,8 @@ class Scale(Layer):
             if two:
                 out.append(grad)
             else:
-                _accumulate(self, 0, grad)
+                grads[0] = grad
         elif two:
             out.append(None)
+        self.accumulate_param_diffs(*grads)
         return out

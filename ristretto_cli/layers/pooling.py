@@ -18,10 +18,12 @@ from __future__ import annotations
 import itertools
 
 from ..backend import scatter_add
+from ..proto import caffe_pb2
 from .base import TRAIN, Layer, register
 from .im2col import pad_spatial
 
-MAX, AVE, STOCHASTIC = 0, 1, 2
+MAX, AVE, STOCHASTIC = (caffe_pb2.PoolingParameter.MAX, caffe_pb2.PoolingParameter.AVE,
+                        caffe_pb2.PoolingParameter.STOCHASTIC)
 FLT_MAX = 3.4028234663852886e38  # Caffe initialises MAX pooling with -FLT_MAX in every dtype
 FLT_MIN = 1.1754943508222875e-38
 
@@ -37,7 +39,7 @@ def pooled_size(size: int, kernel: int, stride: int, pad: int, clip: bool, floor
 
 
 @register("Pooling")
-class PoolingLayer(Layer):
+class Pooling(Layer):
     num_bottoms = 1
     num_tops = (1, 2)
 

@@ -11,7 +11,13 @@ Convolution / InnerProduct / Deconvolution classes through :class:`RistrettoMixi
   the weight copies are trimmed with STOCHASTIC rounding from ``backend.rng``; the
   forward pass and the bottom gradient use the trimmed copies, and the weight
   gradient lands in ``self.diffs`` for the full-precision shadow ``self.blobs``
-  (straight-through estimator). ``self.blobs`` is never modified.
+  (straight-through estimator). ``self.blobs`` is never modified. One forward draws
+  once; its backward reuses that draw (``trimmed_blobs``).
+
+The float layer never sees the difference: it computes with
+:meth:`Layer.compute_params`, which the mix-in answers with the trimmed copies.
+``freeze_params()`` / ``unfreeze_params()`` fix one deterministic trim for many
+forwards (the quantize search, whose weights do not change while it scores).
 
 Every ``quantization_param`` field is applied, defaults included (bw 32 / fl 16
 still rounds activations to 2^-16 and saturates them at +-32768; DESIGN.md 5).
@@ -21,53 +27,29 @@ TEST phase (as the original's CUDA kernel does) and is the float LRN in TRAIN.
 """
 from __future__ import annotations
 
-import importlib
-
-from ..errors import RistrettoError
-from .base import LAYER_TYPES, TEST, Layer, register
-from ..formats.config import Precision, QuantConfig
-from ..formats.trim import trim_fixed_point, trim_minifloat
+from ..formats.config import INPUT, OUTPUT, Precision, QuantConfig
 from ..formats.rounding import FormatError, Rounding
-
-# Modules that register the float layers we wrap (whichever of them exist).
-_FLOAT_MODULES = (
-    "ristretto_cli.layers.vision",
-    "ristretto_cli.layers.conv",
-    "ristretto_cli.layers.inner_product",
-    "ristretto_cli.layers.normalization",
-)
-
-for _mod in _FLOAT_MODULES:
-    try:
-        importlib.import_module(_mod)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _mod:
-            raise
-
-
-def _float_class(type_name: str) -> type:
-    """The registered float layer class, or a stand-in that explains what is missing."""
-    cls = LAYER_TYPES.get(type_name)
-    if cls is not None:
-        return cls
-
-    class _Missing(Layer):
-        def __init__(self, param, phase, backend):
-            raise RistrettoError(f"layer '{param.name}' ({param.type}): needs the float layer type "
-                                 f"'{type_name}', which is not available in this build")
-
-    _Missing.__name__ = f"Missing{type_name}"
-    return _Missing
+from ..formats.trim import trim_minifloat
+from .base import TEST, register
+from .conv import Convolution, Deconvolution
+from .inner_product import InnerProduct
+from .lrn import ACROSS_CHANNELS, LRN
 
 
 class RistrettoMixin:
-    """Reduced-precision trims around a float layer; put it first in the bases."""
+    """Reduced-precision trims around a float layer; put it first in the bases.
+
+    The float layer computes with :meth:`compute_params`, which this mix-in answers
+    with trimmed copies of ``self.blobs``; its gradients still go to ``self.diffs``.
+    """
 
     #: the finetune command may set this (per layer) to trim activations in TRAIN too
     trim_activations_in_train: bool = False
     #: the trimmed weight copies the last forward computed with, kept when they were
     #: drawn stochastically (TRAIN) for backward to reuse; else None (backward retrims)
     trimmed_blobs: list | None = None
+    #: trimmed weights fixed by :meth:`freeze_params` (None: trim at every forward)
+    frozen_blobs: list | None = None
 
     # -- configuration ------------------------------------------------------
     @property
@@ -104,13 +86,39 @@ class RistrettoMixin:
         out.extend(self.blobs[2:])
         return out
 
-    def _with_blobs(self, blobs, fn, *args):
-        shadow = self.blobs
-        self.blobs = blobs
-        try:
-            return fn(*args)
-        finally:
-            self.blobs = shadow
+    # -- the arrays the float layer computes with ---------------------------------
+    def compute_params(self) -> list:
+        """The trimmed weights (and bias): the frozen ones, else those the last forward
+        used (a stochastic draw is reused by backward), else trimmed now."""
+        if self.frozen_blobs is not None:
+            return self.frozen_blobs
+        q = self.trimmed_blobs
+        if q is None or [tuple(a.shape) for a in q] != [tuple(b.shape) for b in self.blobs]:
+            q = self.quantized_blobs()
+        return q
+
+    @property
+    def freezable(self) -> bool:
+        """Can one trim of the weights serve every forward: TEST phase and a deterministic
+        rounding (a stochastic one must draw anew each time)."""
+        return (self.phase == TEST and bool(self.blobs)
+                and self.quant_config.rounding_scheme != Rounding.STOCHASTIC)
+
+    def freeze_params(self, trimmed: list | None = None) -> list:
+        """Compute with fixed trimmed weights until :meth:`unfreeze_params`: ``trimmed``
+        (e.g. the arrays another net's layer of the same name froze), by default the
+        weights trimmed now. The quantize search uses it: the weights do not change
+        while it scores a candidate, so trimming them at every batch would redo the
+        same work. Returns the frozen arrays."""
+        if not self.freezable:
+            raise self.error("only a TEST-phase layer with weights and a deterministic rounding can freeze "
+                             "its trimmed weights")
+        self.frozen_blobs = list(self.quantized_blobs() if trimmed is None else trimmed)
+        return self.frozen_blobs
+
+    def unfreeze_params(self) -> None:
+        """Trim the weights at every forward again (they may have changed)."""
+        self.frozen_blobs = None
 
     # -- contract -----------------------------------------------------------
     def forward(self, bottoms):
@@ -120,60 +128,44 @@ class RistrettoMixin:
         if trim:
             for b in bottoms:
                 try:
-                    trim_activation(cfg, b, "in", rng, out=b)
+                    cfg.trim_activation(b, INPUT, rng=rng, out=b)
                 except ValueError as exc:  # read-only input array
                     raise self.error(f"cannot trim its bottom blob in place ({exc})") from None
-        qblobs = self.quantized_blobs(cfg)
+        qblobs = self.frozen_blobs if self.frozen_blobs is not None else self.quantized_blobs(cfg)
         # Keep a stochastic draw for backward; a deterministic one is recomputed (saves memory).
         keep = self.phase != TEST or cfg.rounding_scheme == Rounding.STOCHASTIC
-        self.trimmed_blobs = qblobs if keep else None
-        tops = self._with_blobs(qblobs, super().forward, bottoms)
+        self.trimmed_blobs = qblobs  # what compute_params hands the float forward
+        try:
+            tops = super().forward(bottoms)
+        finally:
+            if not keep:
+                self.trimmed_blobs = None
         if trim:
             fresh = []
             for t in tops:  # a new array from the float layer: trimmed where it is
                 shared = any(t is b for b in bottoms)
-                fresh.append(trim_activation(cfg, t, "out", rng, out=None if shared else t))
+                fresh.append(cfg.trim_activation(t, OUTPUT, rng=rng, out=None if shared else t))
             tops = fresh
         return tops
 
-    def backward(self, top_diffs, bottoms, tops, propagate_down):
-        qblobs = self.trimmed_blobs
-        if qblobs is None or [tuple(q.shape) for q in qblobs] != [tuple(b.shape) for b in self.blobs]:
-            qblobs = self.quantized_blobs()
-        if not self.diffs and self.blobs:
-            self.zero_diffs()
-        return self._with_blobs(qblobs, super().backward, top_diffs, bottoms, tops, propagate_down)
+
+@register("ConvolutionRistretto")
+class ConvolutionRistretto(RistrettoMixin, Convolution):
+    """Convolution with Ristretto's reduced-precision trims."""
 
 
-def trim_activation(cfg: QuantConfig, x, site: str, rng=None, out=None):
-    """``cfg.trim_input`` (site "in") or ``cfg.trim_output`` ("out") of ``x``, written into
-    ``out`` when given (``out`` may be ``x``: an in-place trim); returns the result."""
-    if cfg.precision == Precision.MINIFLOAT:
-        return trim_minifloat(x, cfg.mant_bits, cfg.exp_bits, cfg.rounding_scheme, rng, cfg.saturate_after_rounding,
-                              out=out)
-    bw, fl = (cfg.bw_layer_in, cfg.fl_layer_in) if site == "in" else (cfg.bw_layer_out, cfg.fl_layer_out)
-    return trim_fixed_point(x, bw, fl, cfg.rounding_scheme, rng, out=out)
+@register("FcRistretto")
+class FcRistretto(RistrettoMixin, InnerProduct):
+    """InnerProduct with Ristretto's reduced-precision trims."""
 
 
-def _ristretto(type_name: str, float_type: str, doc: str) -> type:
-    base = _float_class(float_type)
-    cls = type(f"{type_name}Layer", (RistrettoMixin, base), {"__doc__": doc, "float_type": float_type})
-    return register(type_name)(cls)
-
-
-ConvolutionRistretto = _ristretto(
-    "ConvolutionRistretto", "Convolution", "Convolution with Ristretto's reduced-precision trims.")
-FcRistretto = _ristretto(
-    "FcRistretto", "InnerProduct", "InnerProduct with Ristretto's reduced-precision trims.")
-DeconvolutionRistretto = _ristretto(
-    "DeconvolutionRistretto", "Deconvolution", "Deconvolution with Ristretto's reduced-precision trims.")
-
-
-_LRNBase = _float_class("LRN")
+@register("DeconvolutionRistretto")
+class DeconvolutionRistretto(RistrettoMixin, Deconvolution):
+    """Deconvolution with Ristretto's reduced-precision trims."""
 
 
 @register("LRNRistretto")
-class LRNRistretto(_LRNBase):
+class LRNRistretto(LRN):
     """Cross-channel LRN whose every intermediate is a minifloat (TEST phase).
 
     Per pixel column, in channel order (the original's sliding window): q(x), q(q(x)^2),
@@ -182,8 +174,6 @@ class LRNRistretto(_LRNBase):
     with the layer's rounding scheme (the original hard-wires NEAREST, the default).
     TRAIN phase is the float LRN.
     """
-
-    float_type = "LRN"
 
     @property
     def quant_config(self) -> QuantConfig:
@@ -197,7 +187,7 @@ class LRNRistretto(_LRNBase):
 
     def setup(self, bottom_shapes):
         self.quant_config  # noqa: B018
-        if self.phase == TEST and self.param.lrn_param.norm_region != 0:
+        if self.phase == TEST and self.param.lrn_param.norm_region != ACROSS_CHANNELS:
             raise self.error("supports only norm_region ACROSS_CHANNELS in the TEST phase")
         if self.phase == TEST and len(bottom_shapes) == 1 and len(bottom_shapes[0]) != 4:
             raise self.error(f"needs a 4-D bottom (N, C, H, W), got shape {tuple(bottom_shapes[0])}")

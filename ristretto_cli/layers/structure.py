@@ -12,17 +12,10 @@ from __future__ import annotations
 import math
 
 from ..backend import is_numpy
+from ..proto import caffe_pb2
 from .base import Layer, register
 
-_SUM, _PROD, _MAX = 1, 0, 2  # EltwiseParameter.EltwiseOp values
-
-
-def canonical_axis(layer: Layer, axis: int, ndim: int, what: str = "axis") -> int:
-    """Caffe's ``Blob::CanonicalAxisIndex``: -ndim <= axis < ndim, negatives count from the end."""
-    axis = int(axis)
-    if not -ndim <= axis < ndim:
-        raise layer.error(f"{what} {axis} is out of range for a {ndim}-axis blob")
-    return axis + ndim if axis < 0 else axis
+_SUM, _PROD, _MAX = caffe_pb2.EltwiseParameter.SUM, caffe_pb2.EltwiseParameter.PROD, caffe_pb2.EltwiseParameter.MAX
 
 
 def _count(shape, start=0, end=None) -> int:
@@ -53,7 +46,7 @@ class Concat(Layer):
             if p.concat_dim >= ndim:
                 raise self.error(f"concat_dim {p.concat_dim} is out of range for a {ndim}-axis blob")
             return int(p.concat_dim)
-        return canonical_axis(self, p.axis, ndim)
+        return self.canonical_axis(p.axis, ndim)
 
     def reshape(self, bottom_shapes):
         first = tuple(bottom_shapes[0])
@@ -211,7 +204,7 @@ class Slice(Layer):
             if p.slice_dim >= ndim:
                 raise self.error(f"slice_dim {p.slice_dim} is out of range for a {ndim}-axis blob")
             return int(p.slice_dim)
-        return canonical_axis(self, p.axis, ndim)
+        return self.canonical_axis(p.axis, ndim)
 
     def _sizes(self, shape) -> tuple[int, list[int]]:
         axis = self._axis(len(shape))
@@ -290,8 +283,8 @@ class Flatten(_ViewLayer):
     def reshape(self, bottom_shapes):
         shape = tuple(bottom_shapes[0])
         p = self.param.flatten_param
-        start = canonical_axis(self, p.axis, len(shape))
-        end = canonical_axis(self, p.end_axis, len(shape), "end_axis")
+        start = self.canonical_axis(p.axis, len(shape))
+        end = self.canonical_axis(p.end_axis, len(shape), "end_axis")
         if end + 1 < start:
             raise self.error(f"end_axis {p.end_axis} comes before axis {p.axis}")
         return [shape[:start] + (_count(shape, start, end + 1),) + shape[end + 1:]]
@@ -359,7 +352,7 @@ class Crop(Layer):
     def setup(self, bottom_shapes):
         p = self.param.crop_param
         ndim = len(bottom_shapes[0])
-        start = canonical_axis(self, p.axis, ndim)
+        start = self.canonical_axis(p.axis, ndim)
         if len(p.offset) > 1 and start + len(p.offset) != ndim:
             raise self.error(f"{len(p.offset)} crop offsets for axes {start}..{ndim - 1}; give one offset, "
                              "or one per cropped axis")
@@ -369,7 +362,7 @@ class Crop(Layer):
         ndim = len(shape)
         if len(ref) != ndim:
             raise self.error(f"bottom 1 has {len(ref)} axes, bottom 0 has {ndim}")
-        start = canonical_axis(self, p.axis, ndim)
+        start = self.canonical_axis(p.axis, ndim)
         if len(p.offset) > 1 and start + len(p.offset) != ndim:
             raise self.error(f"{len(p.offset)} crop offsets for axes {start}..{ndim - 1}; give one offset, "
                              "or one per cropped axis")
@@ -389,14 +382,14 @@ class Crop(Layer):
 
     def _region(self, shape, ref):
         p = self.param.crop_param
-        start = canonical_axis(self, p.axis, len(shape))
+        start = self.canonical_axis(p.axis, len(shape))
         offsets = self._offsets(shape, ref)
         return tuple(slice(None) if i < start else slice(o, o + ref[i]) for i, o in enumerate(offsets))
 
     def reshape(self, bottom_shapes):
         shape, ref = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self._offsets(shape, ref)
-        start = canonical_axis(self, self.param.crop_param.axis, len(shape))
+        start = self.canonical_axis(self.param.crop_param.axis, len(shape))
         return [shape[:start] + ref[start:]]
 
     def forward(self, bottoms):
@@ -430,7 +423,7 @@ class ArgMax(Layer):
         if self.top_k < 1:
             raise self.error("argmax_param.top_k must be at least 1")
         if p.HasField("axis"):
-            axis = canonical_axis(self, p.axis, len(shape))
+            axis = self.canonical_axis(p.axis, len(shape))
             if self.top_k > shape[axis]:
                 raise self.error(f"top_k {self.top_k} exceeds the size {shape[axis]} of axis {axis}")
         elif self.top_k > _count(shape, 1):
@@ -441,7 +434,7 @@ class ArgMax(Layer):
         shape = tuple(bottom_shapes[0])
         k = int(p.top_k)
         if p.HasField("axis"):
-            axis = canonical_axis(self, p.axis, len(shape))
+            axis = self.canonical_axis(p.axis, len(shape))
             top = list(shape)
             top[axis] = k
             return [tuple(top)]
@@ -470,7 +463,7 @@ class ArgMax(Layer):
         p = self.param.argmax_param
         top_shape = self.reshape([x.shape])[0]
         if p.HasField("axis"):
-            axis = canonical_axis(self, p.axis, x.ndim)
+            axis = self.canonical_axis(p.axis, x.ndim)
             idx, val = self._top_k(x, axis)
             return [(val if p.out_max_val else idx).reshape(top_shape)]
         flat = x.reshape(x.shape[0], -1)

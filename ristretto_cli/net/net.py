@@ -7,6 +7,7 @@ array object, which every reader of the blob shares, as Caffe's memory does.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -16,6 +17,8 @@ from ..errors import RistrettoError
 from ..layers import TEST, TRAIN, Layer, create_layer
 from ..proto import caffe_pb2
 from .graph import filter_net, insert_splits
+
+log = logging.getLogger(__name__)
 
 PHASES = {"TRAIN": TRAIN, "TEST": TEST, TRAIN: TRAIN, TEST: TEST}
 
@@ -123,7 +126,7 @@ class Net:
                 owner, oi = owners[spec.name]
                 src = owner.blobs[oi]
                 if tuple(src.shape) != tuple(layer.blobs[pi].shape):
-                    if spec.share_mode != 1 or src.size != layer.blobs[pi].size:  # 1 = PERMISSIVE
+                    if spec.share_mode != caffe_pb2.ParamSpec.PERMISSIVE or src.size != layer.blobs[pi].size:
                         raise layer.error(f"shared param '{spec.name}' has shape {tuple(layer.blobs[pi].shape)}, "
                                           f"owner '{owner.name}' has {tuple(src.shape)}")
                 layer.blobs[pi] = src if src.shape == layer.blobs[pi].shape else src.reshape(layer.blobs[pi].shape)
@@ -207,6 +210,9 @@ class Net:
         diffs: dict = {}
         for name, w in self.loss_weights.items():
             diffs[name] = xp.full(self.blobs[name].shape, w, dtype=self.blobs[name].dtype)
+        for layer in self.layers:  # the net's guarantee: layers may assume their diffs exist
+            if len(layer.diffs) != len(layer.blobs):
+                layer.zero_diffs()
         need = self.needs_backward()
         need_blob = set()
         for i, ts in enumerate(self.top_names):
@@ -227,8 +233,6 @@ class Net:
                 prop = [bool(p) for p in layer.param.propagate_down]
             else:
                 prop = [(b in need_blob) or self.param.force_backward for b in bnames]
-            if not layer.diffs and layer.blobs:
-                layer.zero_diffs()
             bdiffs = layer.backward(top_diffs, bottoms, tops, prop)
             for b, d, p in zip(bnames, bdiffs, prop):
                 if d is None or not p:
@@ -236,15 +240,24 @@ class Net:
                 diffs[b] = d if b not in diffs else diffs[b] + d
         for (li, pi), (owner, oi) in self._shared.items():
             sharer = self.layers[li]
-            if sharer.diffs and owner.diffs:
-                owner.diffs[oi] += sharer.diffs[pi].reshape(owner.diffs[oi].shape)
-                sharer.diffs[pi][...] = 0
+            owner.diffs[oi] += sharer.diffs[pi].reshape(owner.diffs[oi].shape)
+            sharer.diffs[pi][...] = 0
         return diffs
 
     def zero_diffs(self) -> None:
         for layer in self.layers:
             if layer.blobs:
                 layer.zero_diffs()
+
+    def close(self) -> None:
+        """Stop the data layers' prefetch threads and close their databases (every
+        layer's ``close``). Best effort, so that it can run in ``finally`` blocks: a
+        layer that fails to close is logged and the others still close."""
+        for layer in self.layers:
+            try:
+                layer.close()
+            except Exception as exc:  # noqa: BLE001 - closing must not hide the error being handled
+                log.warning("layer '%s': close failed: %s", layer.name, exc)
 
     def release(self) -> None:
         """Drop activations kept for backward."""

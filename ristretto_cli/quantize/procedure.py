@@ -33,7 +33,7 @@ from .observe import STAT_BATCHES
 from .report import parameter_memory, report_json
 from .rewrite import (DYNAMIC_FIXED_POINT, MINIFLOAT, MODES, POWER_OF_2, changed_layers, dfp, minifloat,
                       power_of_2, ristretto_layers, rewrite_net)
-from .runner import CandidateRunner, Counters, close_data_layers
+from .runner import CandidateRunner, Counters
 
 DEFAULT_ITERATIONS = 50      # the original's --iterations
 DEFAULT_ERROR_MARGIN = 2.0   # the original's --error_margin, in percent
@@ -176,7 +176,7 @@ def planned_steps(trimming_mode: str, settings: QuantizeSettings) -> int:
 def plan(model: str, weights: str | None, model_quantized: str, trimming_mode: str,
          settings: QuantizeSettings, backend=None) -> Plan:
     """Check everything that can be checked before scoring and build the float net.
-    The caller closes ``plan.float_net``'s data layers (:func:`close_data_layers`)."""
+    The caller closes ``plan.float_net``'s data layers (``Net.close``)."""
     from ..backend import get_backend
     from ..caffe.prototxt import read_net
     from ..net import Net
@@ -198,7 +198,7 @@ def plan(model: str, weights: str | None, model_quantized: str, trimming_mode: s
         float_net.load_weights(weights)
         score_blob = resolve_score_blob(float_net, settings.score_blob)
     except BaseException:
-        close_data_layers(float_net)
+        float_net.close()
         raise
     return Plan(model, weights, model_quantized, trimming_mode, settings, param, float_net, score_blob,
                 planned_steps(trimming_mode, settings))
@@ -211,7 +211,7 @@ def observe(p: Plan, steps: Steps) -> Observation:
     runner = CandidateRunner(p.param, p.float_net, int(s.iterations), p.score_blob, cache_bytes=s.cache_bytes,
                              on_batch=lambda info: steps.advance(1, info), workers=s.threads)
     baseline = runner.run_baseline(_start_layers(p.param, p.trimming_mode))
-    close_data_layers(p.float_net)  # before the TRAIN net opens its data (an LMDB may serve both phases)
+    p.float_net.close()  # before the TRAIN net opens its data (an LMDB may serve both phases)
     train_net = _train_net(p.param, p.model, p.weights, p.float_net)
     try:
         with one_blas_thread():  # like the scoring passes: maxima independent of the core count
@@ -219,7 +219,7 @@ def observe(p: Plan, steps: Steps) -> Observation:
                                               on_batch=lambda b: steps.advance(1, "statistics (TRAIN)"))
         runner.count_stats(train_net, STAT_BATCHES)
     finally:
-        close_data_layers(train_net)
+        train_net.close()
     lengths = observing.lengths_by_layer(ranges)
     runner.lengths = lengths
     return Observation(runner, baseline, ranges, lengths)
@@ -294,7 +294,7 @@ def quantize(model: str, weights: str | None, model_quantized: str, trimming_mod
             observation = observe(p, steps)
             result, exp_bits = search(p, observation, steps)
     finally:
-        close_data_layers(p.float_net)
+        p.float_net.close()
     outcome = write(p, observation, result, exp_bits, t_start)
     if report:
         write_json(report, outcome.report)

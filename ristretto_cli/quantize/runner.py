@@ -31,6 +31,7 @@ import numpy as np
 from ..backend import is_numpy, one_blas_thread
 from ..errors import RistrettoError
 from ..layers.base import TEST
+from ..layers.ristretto import RistrettoMixin
 from ..net import Net
 from ..net.graph import filter_net
 from ..proto import caffe_pb2
@@ -214,7 +215,7 @@ class CandidateRunner:
         fed = _inputs_instead_of_data(net.param, shapes)
         nets = []
         for _ in range(workers):
-            w = Net(fed, phase="TEST", backend=self.backend, source=net.source)
+            w = Net(fed, phase=TEST, backend=self.backend, source=net.source)
             w.share_weights_from(net)
             if w.layer_names != net.layer_names:  # pragma: no cover - a net we cannot mirror
                 return self._baseline_in_order(snap_after, live, first)
@@ -277,7 +278,7 @@ class CandidateRunner:
         tparam = self._test_param(rewrite_net(self.param, candidate, self.lengths))
         if fed_inputs:
             tparam = _inputs_instead_of_data(tparam, self.float_net.blob_shapes)
-        net = Net(tparam, phase="TEST", backend=self.backend, source=self.float_net.source)
+        net = Net(tparam, phase=TEST, backend=self.backend, source=self.float_net.source)
         net.share_weights_from(self.float_net)
         return net
 
@@ -366,7 +367,7 @@ class CandidateRunner:
                     values.append(first_element(self._blob(net), self.backend))
                     self.on_batch(label)
         finally:
-            close_data_layers(net)
+            net.close()
         return values, self.end * self.iterations
 
     def count_stats(self, net: Net, batches: int) -> None:
@@ -400,26 +401,14 @@ def _inputs_instead_of_data(tparam, shapes: dict):
 
 
 def _trim_weights_once(nets) -> None:
-    """Trim each Ristretto layer's weights once for all batches (TEST phase, deterministic
-    rounding): the weights do not change during the search, the per-batch trim would
-    redo the same work. Layers that lack this interface are left alone."""
-    from ..formats.rounding import Rounding
-
-    cache: dict[str, list] = {}
+    """Freeze each Ristretto layer's trimmed weights for all batches (TEST phase,
+    deterministic rounding): the weights do not change during the search, the per-batch
+    trim would redo the same work. Nets of one candidate share one trimmed copy."""
+    frozen: dict[str, list] = {}
     for net in nets:
         for layer in net.layers:
-            make = getattr(type(layer), "quantized_blobs", None)
-            if make is None or layer.phase != TEST or not layer.blobs:
-                continue
-            try:
-                if layer.quant_config.rounding_scheme == Rounding.STOCHASTIC:
-                    continue
-            except Exception:  # pragma: no cover - an interface we do not know
-                continue
-            if layer.name not in cache:
-                cache[layer.name] = make(layer)
-            trimmed = cache[layer.name]
-            layer.quantized_blobs = lambda cfg=None, rounding=None, _q=trimmed: list(_q)
+            if isinstance(layer, RistrettoMixin) and layer.freezable:
+                frozen[layer.name] = layer.freeze_params(frozen.get(layer.name))
 
 
 def _copy_blobs(blobs: dict, names, xp) -> dict:
@@ -434,13 +423,3 @@ def _copy_blobs(blobs: dict, names, xp) -> dict:
         out[name] = c
     return out
 
-
-def close_data_layers(net: Net) -> None:
-    """Close the data layers of ``net`` (they hold their LMDB open); best effort."""
-    for i, layer in enumerate(net.layers):
-        close = getattr(layer, "close", None)
-        if close is not None and not net.bottom_names[i]:
-            try:
-                close()
-            except Exception:  # pragma: no cover - closing is best effort
-                pass

@@ -169,10 +169,7 @@ class Solver:
     def close(self) -> None:
         """Stop prefetch threads and close the databases of every data layer."""
         for net in [self.net, *self.test_nets]:
-            for layer in net.layers:
-                close = getattr(layer, "close", None)
-                if callable(close):
-                    close()
+            net.close()
 
     def __enter__(self) -> "Solver":
         return self
