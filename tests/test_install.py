@@ -179,12 +179,6 @@ def module_cycles(module_level_only: bool) -> tuple[list[list[str]], str]:
     return comps, describe_cycles(edges, comps)
 
 
-# Cycles other branches of the refactor (#7) are removing; flip these two to plain
-# tests when `python -m pytest tests/test_install.py -k cycles -rxX` shows none left.
-_KNOWN_SUBPACKAGE_CYCLES = subpackage_cycles()[0]
-_KNOWN_MODULE_CYCLES = module_cycles(module_level_only=False)[0]
-
-
 def test_the_walker_resolves_relative_and_function_level_imports(tmp_path):
     pkg = tmp_path / PACKAGE
     (pkg / "sub").mkdir(parents=True)
@@ -212,9 +206,6 @@ def test_every_module_is_found_including_the_mapped_folders():
         assert name in modules, name
 
 
-@pytest.mark.xfail(bool(_KNOWN_SUBPACKAGE_CYCLES), strict=False,
-                   reason=f"import cycles between subpackages, owned by other branches of #7: "
-                          f"{_KNOWN_SUBPACKAGE_CYCLES}")
 def test_no_import_cycles_between_subpackages():
     comps, text = subpackage_cycles()
     print(text)
@@ -227,9 +218,6 @@ def test_no_import_cycles_between_modules_at_import_time():
     assert not comps, "import cycles between modules at import time:\n" + text
 
 
-@pytest.mark.xfail(bool(_KNOWN_MODULE_CYCLES), strict=False,
-                   reason=f"import cycles between modules through function-level imports, owned by "
-                          f"other branches of #7: {_KNOWN_MODULE_CYCLES}")
 def test_no_import_cycles_between_modules():
     comps, text = module_cycles(module_level_only=False)
     print(text)

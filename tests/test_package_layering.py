@@ -34,3 +34,41 @@ def test_importing_the_layers_package_registers_every_layer_module():
         assert name in LAYER_TYPES
     for name, cls in LAYER_TYPES.items():  # one naming rule: the Caffe type name, no suffix
         assert cls.__name__ in cls.type_names, (name, cls.__name__)
+
+
+# What each subpackage may import (its __init__ docstring says the same); a new arrow
+# is a design decision, made here on purpose, not by accident in a module.
+MAY_IMPORT = {
+    "backend": {"errors"},
+    "caffe": {"errors", "proto"},
+    "data": {"caffe", "errors", "progress", "proto"},
+    "formats": {"backend", "errors", "proto"},
+    "layers": {"backend", "data", "errors", "formats", "proto"},
+    "net": {"backend", "caffe", "errors", "layers", "proto"},
+    "quantize": {"backend", "caffe", "errors", "formats", "layers", "net", "progress", "proto"},
+    "solvers": {"backend", "caffe", "errors", "net", "progress", "proto"},
+    "demo": {"data", "errors", "net", "quantize", "solvers"},
+    "proto": set(),
+    "kernels": set(),
+    "progress": set(),
+    "errors": set(),
+}
+
+
+def test_each_package_imports_only_what_its_docstring_allows():
+    from test_install import imports_of, package_modules
+
+    def part(module):
+        return module.split(".")[1] if "." in module else module
+
+    modules = package_modules()
+    extra = {}
+    for module, path in modules.items():
+        src = part(module)
+        if src not in MAY_IMPORT:
+            continue  # commands, cli: may import anything
+        for dep in imports_of(module, path, modules):
+            dst = part(dep)
+            if dst != src and dst != "ristretto_cli" and dst not in MAY_IMPORT[src]:
+                extra.setdefault(f"{src} -> {dst}", []).append(module)
+    assert not extra, f"imports outside the allowed table: {extra}"

@@ -3,6 +3,9 @@
 Everything returns ``ristretto_cli.proto.caffe_pb2`` messages or NumPy arrays, and
 reports bad input as one-line RistrettoErrors that name the file (and line:column
 for text).
+
+What it may import: ``proto`` and ``errors`` only; every other package reads and
+writes Caffe files through it.
 """
 from .atomic import atomic_write_bytes, atomic_write_text
 from .blobproto import (array_to_blob, blob_shape, blob_to_array, is_legacy_blob, read_binaryproto,

@@ -2,8 +2,11 @@
 (:mod:`.sources`), dataset converters and mean computation.
 
 The Data / ImageData layers that read through these live in
-:mod:`ristretto_cli.layers.data`; this package does not import ``layers`` (layers ->
-data, one direction).
+:mod:`ristretto_cli.layers.data`.
+
+What it may import: ``caffe``, ``proto``, ``progress``, ``errors``; never ``layers``
+or ``net`` (layers -> data, one direction) and never ``commands`` (converters report
+through ``log`` / ``on_progress`` callbacks).
 """
 from .lmdb_io import (
     LMDBReader,

@@ -4,6 +4,10 @@ scikit-learn's 1,797 handwritten digits (8x8, UCI) become two LMDBs; a small
 LeNet-style net is trained in float, `quantize` searches dynamic fixed point word
 widths, the quantized net is fine-tuned with full-precision shadow weights, and
 `benchmark` scores float, quantized and fine-tuned nets on the held-out digits.
+
+What it may import: the library (``data``, ``net``, ``quantize``, ``solvers``,
+``errors``), never ``commands``: ``ristretto demo`` passes it its log and progress
+callbacks.
 """
 from __future__ import annotations
 

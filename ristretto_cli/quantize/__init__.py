@@ -13,4 +13,8 @@
 :mod:`.procedure` puts them together: plan -> observe -> search -> write, settings in
 one :class:`~.procedure.QuantizeSettings`; it prints nothing (``ristretto quantize``
 draws the progress bar and the summary).
+
+What it may import: ``net``, ``layers`` (the Ristretto layers' weight freezing),
+``formats``, ``caffe``, ``proto``, ``backend``, ``progress``, ``errors``; never
+``commands`` or ``solvers``.
 """

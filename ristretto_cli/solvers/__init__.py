@@ -5,6 +5,9 @@
 - :mod:`.snapshot`  .caffemodel + .solverstate (+ our .rngstate.json for exact resume)
 - :mod:`.solver`    :class:`Solver`: builds the nets from a SolverParameter and trains
 - :mod:`.signals`   SIGINT / SIGHUP as stop / snapshot requests while training
+
+What it may import: ``net``, ``caffe``, ``proto``, ``backend``, ``progress``,
+``errors``; never ``commands`` (the training loop logs and calls back) or ``quantize``.
 """
 from .lr_policy import POLICIES, learning_rate
 from .snapshot import snapshot_filename
