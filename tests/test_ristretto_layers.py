@@ -15,6 +15,7 @@ from ristretto_cli.errors import RistrettoError
 from ristretto_cli.layers import LAYER_TYPES, TEST, TRAIN, create_layer
 from ristretto_cli.proto import caffe_pb2
 from ristretto_cli.formats import Rounding, trim_fixed_point, trim_minifloat, trim_pow2
+from backends import reseeded
 
 f32 = np.float32
 
@@ -25,9 +26,10 @@ def need(*types):
     assert not missing, f"layer type(s) {', '.join(missing)} not registered"
 
 
-def make(type_, text, bottom_shapes, phase=TEST, seed=0):
+def make(type_, text, bottom_shapes, phase=TEST, seed=0, backend=None):
+    """The layer on ``backend`` (the typed tests' fixture; NumPy when None), seeded with ``seed``."""
     lp = text_format.Parse(f'name: "q" type: "{type_}" {text}', caffe_pb2.LayerParameter())
-    layer = create_layer(lp, phase, Backend(np, seed))
+    layer = create_layer(lp, phase, reseeded(backend, seed) if backend is not None else Backend(np, seed))
     layer.setup([tuple(s) for s in bottom_shapes])
     layer.reshape([tuple(s) for s in bottom_shapes])
     return layer
@@ -61,98 +63,104 @@ FC_DFP = """inner_product_param { num_output: 3 weight_filler { type: "uniform" 
 
 # -- TEST phase --------------------------------------------------------------
 
-def test_fc_test_phase_trims_bottom_in_place_weights_copy_and_top():
+def test_fc_test_phase_trims_bottom_in_place_weights_copy_and_top(backend):
     need("InnerProduct")
-    layer = make("FcRistretto", FC_DFP, [(2, 5)])
+    host = backend.to_numpy
+    layer = make("FcRistretto", FC_DFP, [(2, 5)], backend=backend)
     rng = np.random.default_rng(1)
     x0 = rng.uniform(-3, 3, (2, 5)).astype(f32)
-    x = x0.copy()
-    shadow = [b.copy() for b in layer.blobs]
+    x = backend.asarray(x0.copy())
+    shadow = [host(b).copy() for b in layer.blobs]
     shadow_ids = [id(b) for b in layer.blobs]
-    top = layer.forward([x])[0]
+    top = host(layer.forward([x])[0])
 
     xq = trim_fixed_point(x0, 8, 4)
-    np.testing.assert_array_equal(x, xq)  # the caller's array itself was trimmed
-    assert not np.array_equal(x, x0)
+    np.testing.assert_array_equal(host(x), xq)  # the caller's array itself was trimmed
+    assert not np.array_equal(host(x), x0)
     assert [id(b) for b in layer.blobs] == shadow_ids
     for b, s in zip(layer.blobs, shadow):
-        np.testing.assert_array_equal(b, s)
+        np.testing.assert_array_equal(host(b), s)
     wq, bq = trim_fixed_point(shadow[0], 6, 3), trim_fixed_point(shadow[1], 6, 3)
     want = trim_fixed_point((xq.astype(np.float64) @ wq.T.astype(np.float64) + bq).astype(f32), 10, 2)
     assert top.dtype == f32
     np.testing.assert_array_equal(top, want)
 
 
-def test_conv_test_phase_minifloat():
+def test_conv_test_phase_minifloat(backend):
     need("Convolution")
+    host = backend.to_numpy
     text = """convolution_param { num_output: 2 kernel_size: 3 pad: 1 }
               quantization_param { precision: MINIFLOAT mant_bits: 3 exp_bits: 4 }"""
-    layer = make("ConvolutionRistretto", text, [(2, 2, 4, 4)])
+    layer = make("ConvolutionRistretto", text, [(2, 2, 4, 4)], backend=backend)
     rng = np.random.default_rng(2)
-    layer.blobs = [signed_grid_values(rng, (2, 2, 3, 3)), signed_grid_values(rng, (2,))]
+    blobs = [signed_grid_values(rng, (2, 2, 3, 3)), signed_grid_values(rng, (2,))]
+    layer.blobs = [backend.asarray(b) for b in blobs]
     x0 = signed_grid_values(rng, (2, 2, 4, 4))
     x0[0, 0, 0, 0] = 1000.0  # saturates to 480 in the in-place input trim
-    x = x0.copy()
-    top = layer.forward([x])[0]
+    x = backend.asarray(x0.copy())
+    top = host(layer.forward([x])[0])
     xq = trim_minifloat(x0, 3, 4)
-    np.testing.assert_array_equal(x, xq)
-    assert x[0, 0, 0, 0] == 480
-    wq, bq = (trim_minifloat(b, 3, 4) for b in layer.blobs)
+    np.testing.assert_array_equal(host(x), xq)
+    assert host(x)[0, 0, 0, 0] == 480
+    wq, bq = (trim_minifloat(b, 3, 4) for b in blobs)
     want = trim_minifloat(conv2d_ref(xq, wq, bq, pad=1).astype(f32), 3, 4)
     np.testing.assert_array_equal(top, want)
 
 
-def test_pow2_layer_weights_pow2_bias_untouched_activations_fixed_point():
+def test_pow2_layer_weights_pow2_bias_untouched_activations_fixed_point(backend):
     need("InnerProduct")
+    host = backend.to_numpy
     text = """inner_product_param { num_output: 4 }
               quantization_param { precision: INTEGER_POWER_OF_2_WEIGHTS exp_min: -4 exp_max: 0
                                    bw_layer_in: 8 fl_layer_in: 5 bw_layer_out: 8 fl_layer_out: 3 }"""
-    layer = make("FcRistretto", text, [(3, 6)])
+    layer = make("FcRistretto", text, [(3, 6)], backend=backend)
     rng = np.random.default_rng(3)
     w = rng.normal(0, 0.5, (4, 6)).astype(f32)
     w[0, 0], w[0, 1] = 0.0, -0.0
     bias = (rng.integers(-64, 64, 4) / 64).astype(f32) + f32(2.0 ** -9)  # off every grid the layer has
-    layer.blobs = [w, bias]
+    layer.blobs = [backend.asarray(w), backend.asarray(bias)]
     x0 = rng.uniform(-2, 2, (3, 6)).astype(f32)
-    x = x0.copy()
-    top = layer.forward([x])[0]
+    x = backend.asarray(x0.copy())
+    top = host(layer.forward([x])[0])
     xq = trim_fixed_point(x0, 8, 5)
-    np.testing.assert_array_equal(x, xq)
+    np.testing.assert_array_equal(host(x), xq)
     wq = trim_pow2(w, -4, 0)
     assert wq[0, 0] == wq[0, 1] == 2.0 ** -4
     want = trim_fixed_point((xq.astype(np.float64) @ wq.T.astype(np.float64) + bias).astype(f32), 8, 3)
     np.testing.assert_array_equal(top, want)
 
 
-def test_default_quantization_param_still_trims():
+def test_default_quantization_param_still_trims(backend):
     """bw 32 / fl 16 defaults: activations rounded to 2^-16 and saturated at +-32768 (DESIGN 5)."""
     need("InnerProduct")
-    layer = make("FcRistretto", "inner_product_param { num_output: 1 }", [(1, 4)])
-    layer.blobs = [np.ones((1, 4), f32), np.array([1e-6], f32)]
-    x = np.array([[1e-6, 40000.0, -5.0, 2.0 ** -17 * 3]], f32)
-    top = layer.forward([x])[0]
-    np.testing.assert_array_equal(x, [[0.0, 32768.0, -5.0, 2.0 ** -16 * 2]])
+    dev, host = backend.asarray, backend.to_numpy
+    layer = make("FcRistretto", "inner_product_param { num_output: 1 }", [(1, 4)], backend=backend)
+    layer.blobs = [dev(np.ones((1, 4), f32)), dev(np.array([1e-6], f32))]
+    x = dev(np.array([[1e-6, 40000.0, -5.0, 2.0 ** -17 * 3]], f32))
+    top = host(layer.forward([x])[0])
+    np.testing.assert_array_equal(host(x), [[0.0, 32768.0, -5.0, 2.0 ** -16 * 2]])
     # bias 1e-6 -> 0 in (32, 16); the float32 sum 32768 - 5 + 2^-15 rounds to 32763
     assert top[0, 0] == 32763.0
-    big = make("FcRistretto", "inner_product_param { num_output: 1 }", [(1, 4)])
-    big.blobs = [np.full((1, 4), 3.0, f32), np.array([1e9], f32)]  # bias saturates at 32768 too
-    assert big.forward([np.zeros((1, 4), f32)])[0][0, 0] == 32768.0
+    big = make("FcRistretto", "inner_product_param { num_output: 1 }", [(1, 4)], backend=backend)
+    big.blobs = [dev(np.full((1, 4), 3.0, f32)), dev(np.array([1e9], f32))]  # bias saturates at 32768 too
+    assert host(big.forward([dev(np.zeros((1, 4), f32))])[0])[0, 0] == 32768.0
 
 
-def test_deconvolution_ristretto_equals_float_layer_on_trimmed_values():
+def test_deconvolution_ristretto_equals_float_layer_on_trimmed_values(backend):
     need("Deconvolution")
+    host = backend.to_numpy
     text = """convolution_param { num_output: 3 kernel_size: 3 stride: 2 weight_filler { type: "gaussian" }
                                   bias_filler { type: "gaussian" } }
               quantization_param { bw_layer_in: 6 fl_layer_in: 3 bw_params: 5 fl_params: 4
                                    bw_layer_out: 12 fl_layer_out: 5 rounding_scheme: NEAREST_TIES_AWAY }"""
-    layer = make("DeconvolutionRistretto", text, [(2, 2, 3, 3)])
+    layer = make("DeconvolutionRistretto", text, [(2, 2, 3, 3)], backend=backend)
     plain = make("Deconvolution", text.split("quantization_param")[0], [(2, 2, 3, 3)])
-    plain.blobs = [trim_fixed_point(b, 5, 4, Rounding.NEAREST_TIES_AWAY) for b in layer.blobs]
+    plain.blobs = [trim_fixed_point(host(b), 5, 4, Rounding.NEAREST_TIES_AWAY) for b in layer.blobs]
     x0 = np.random.default_rng(4).uniform(-3, 3, (2, 2, 3, 3)).astype(f32)
-    x = x0.copy()
-    top = layer.forward([x])[0]
+    x = backend.asarray(x0.copy())
+    top = host(layer.forward([x])[0])
     xq = trim_fixed_point(x0, 6, 3, Rounding.NEAREST_TIES_AWAY)
-    np.testing.assert_array_equal(x, xq)
+    np.testing.assert_array_equal(host(x), xq)
     want = trim_fixed_point(plain.forward([xq.copy()])[0], 12, 5, Rounding.NEAREST_TIES_AWAY)
     np.testing.assert_array_equal(top, want)
 
@@ -192,18 +200,19 @@ def test_float_layer_computes_with_compute_params_and_its_gradient_goes_to_diffs
         np.testing.assert_array_equal(b, s)
 
 
-def test_freeze_params_fixes_the_trimmed_weights_until_unfreeze():
-    layer = make("FcRistretto", FC_DFP, [(2, 5)])
+def test_freeze_params_fixes_the_trimmed_weights_until_unfreeze(backend):
+    dev, host = backend.asarray, backend.to_numpy
+    layer = make("FcRistretto", FC_DFP, [(2, 5)], backend=backend)
     x0 = np.random.default_rng(3).uniform(-3, 3, (2, 5)).astype(f32)
-    before = layer.forward([x0.copy()])[0]
+    before = host(layer.forward([dev(x0.copy())])[0])
     frozen = layer.freeze_params()
     assert layer.compute_params() is frozen
     for b in layer.blobs:
         b *= 0.5  # the search never does this; here it shows the frozen copy is used
-    np.testing.assert_array_equal(layer.forward([x0.copy()])[0], before)
+    np.testing.assert_array_equal(host(layer.forward([dev(x0.copy())])[0]), before)
     layer.unfreeze_params()
-    assert not np.array_equal(layer.forward([x0.copy()])[0], before)
-    shared = make("FcRistretto", FC_DFP, [(2, 5)])
+    assert not np.array_equal(host(layer.forward([dev(x0.copy())])[0]), before)
+    shared = make("FcRistretto", FC_DFP, [(2, 5)], backend=backend)
     assert shared.freeze_params(frozen) == frozen  # another net's layer may share the trimmed copy
 
 
@@ -217,17 +226,19 @@ def test_freeze_params_refuses_stochastic_draws():
     assert not stochastic.freezable
 
 
-def test_train_phase_straight_through():
+def test_train_phase_straight_through(backend):
     need("InnerProduct")
-    layer = make("FcRistretto", FC_DFP, [(4, 5)], phase=TRAIN, seed=7)
-    shadow = [b.copy() for b in layer.blobs]
+    dev, host = backend.asarray, backend.to_numpy
+    layer = make("FcRistretto", FC_DFP, [(4, 5)], phase=TRAIN, seed=7, backend=backend)
+    shadow = [host(b).copy() for b in layer.blobs]
     rng = np.random.default_rng(5)
     x0 = rng.uniform(-3, 3, (4, 5)).astype(f32)
-    x = x0.copy()
-    top = layer.forward([x])[0]
-    np.testing.assert_array_equal(x, x0)  # activations are not trimmed in TRAIN
-    used = layer.trimmed_blobs
-    assert used is not None and all(u is not b for u, b in zip(used, layer.blobs))
+    x = dev(x0.copy())
+    top_dev = layer.forward([x])[0]
+    top = host(top_dev)
+    np.testing.assert_array_equal(host(x), x0)  # activations are not trimmed in TRAIN
+    assert layer.trimmed_blobs is not None and all(u is not b for u, b in zip(layer.trimmed_blobs, layer.blobs))
+    used = [host(u) for u in layer.trimmed_blobs]
     for u, s in zip(used, shadow):  # stochastic rounding to the 2^-3 grid, one step at most
         assert np.array_equal(trim_fixed_point(u, 6, 3), u)
         assert np.all(np.abs(u - trim_fixed_point(s, 6, 3, Rounding.TRUNCATE)) <= 2.0 ** -3)
@@ -239,30 +250,31 @@ def test_train_phase_straight_through():
     dy = rng.standard_normal(top.shape).astype(f32)
     layer.zero_diffs()
     plain.zero_diffs()
-    dx = layer.backward([dy], [x], [top], [True])[0]
+    dx = host(layer.backward([dev(dy)], [x], [top_dev], [True])[0])
     dx_ref = plain.backward([dy], [x0.copy()], [top], [True])[0]
     np.testing.assert_array_equal(dx, dx_ref)  # bottom gradient through the trimmed weights
     for d, r, s in zip(layer.diffs, plain.diffs, shadow):
         assert d.shape == s.shape
-        np.testing.assert_array_equal(d, r)  # weight gradient for the shadow weights
+        np.testing.assert_array_equal(host(d), r)  # weight gradient for the shadow weights
     for b, s in zip(layer.blobs, shadow):
-        np.testing.assert_array_equal(b, s)  # the shadow weights are never modified
+        np.testing.assert_array_equal(host(b), s)  # the shadow weights are never modified
 
 
-def test_train_stochastic_weights_vary_and_average_to_float():
+def test_train_stochastic_weights_vary_and_average_to_float(backend):
     need("InnerProduct")
+    dev, host = backend.asarray, backend.to_numpy
     text = """inner_product_param { num_output: 3 weight_filler { type: "uniform" min: -1 max: 1 }
                                     bias_filler { type: "uniform" min: -1 max: 1 } }
               quantization_param { bw_params: 4 fl_params: 2 }"""
-    layer = make("FcRistretto", text, [(5, 5)], phase=TRAIN, seed=11)
-    w, b = (a.astype(np.float64) for a in layer.blobs)
+    layer = make("FcRistretto", text, [(5, 5)], phase=TRAIN, seed=11, backend=backend)
+    w, b = (host(a).astype(np.float64) for a in layer.blobs)
     eye = np.eye(5, dtype=f32)
     n = 2000
     total = np.zeros((5, 3))
-    first = layer.forward([eye.copy()])[0]
+    first = host(layer.forward([dev(eye)])[0])
     changed = False
     for _ in range(n):
-        top = layer.forward([eye.copy()])[0]  # top[i, j] = Wq[j, i] + bq[j]
+        top = host(layer.forward([dev(eye)])[0])  # top[i, j] = Wq[j, i] + bq[j]
         changed |= not np.array_equal(top, first)
         total += top
     assert changed
@@ -274,22 +286,23 @@ def test_train_stochastic_weights_vary_and_average_to_float():
     assert np.all(np.abs(mean - want) <= 5 * np.sqrt(var / n) + 1e-9)
 
 
-def test_trim_activations_in_train_option():
+def test_trim_activations_in_train_option(backend):
     need("InnerProduct")
-    layer = make("FcRistretto", FC_DFP, [(2, 5)], phase=TRAIN)
+    host = backend.to_numpy
+    layer = make("FcRistretto", FC_DFP, [(2, 5)], phase=TRAIN, backend=backend)
     layer.trim_activations_in_train = True
     x0 = np.random.default_rng(6).uniform(-3, 3, (2, 5)).astype(f32)
-    x = x0.copy()
-    top = layer.forward([x])[0]
-    np.testing.assert_array_equal(x, trim_fixed_point(x0, 8, 4))
+    x = backend.asarray(x0.copy())
+    top = host(layer.forward([x])[0])
+    np.testing.assert_array_equal(host(x), trim_fixed_point(x0, 8, 4))
     np.testing.assert_array_equal(top, trim_fixed_point(top, 10, 2))
 
 
-def test_float64_inputs_keep_their_dtype():
+def test_float64_inputs_keep_their_dtype(backend):
     need("InnerProduct")
-    layer = make("FcRistretto", FC_DFP, [(2, 5)])
+    layer = make("FcRistretto", FC_DFP, [(2, 5)], backend=backend)
     layer.blobs = [b.astype(np.float64) for b in layer.blobs]
-    x = np.random.default_rng(8).uniform(-3, 3, (2, 5))
+    x = backend.asarray(np.random.default_rng(8).uniform(-3, 3, (2, 5)))
     top = layer.forward([x])[0]
     assert top.dtype == np.float64 and x.dtype == np.float64
 
@@ -354,29 +367,72 @@ def lrn_ref(x, size, alpha, beta, k, m, e):
     return out
 
 
-def test_lrn_ristretto_test_phase_matches_reference_loops():
+@pytest.mark.parametrize("phase", [TEST, TRAIN], ids=["TEST", "TRAIN"])
+def test_lrn_ristretto_matches_reference_loops_in_every_phase(backend, phase):
+    """The original's forward has no phase test: TRAIN trims like TEST."""
     need("LRN")
     text = """lrn_param { local_size: 5 alpha: 0.5 beta: 0.75 k: 2 }
               quantization_param { precision: MINIFLOAT mant_bits: 5 exp_bits: 4 }"""
     x = np.random.default_rng(9).uniform(-4, 4, (2, 7, 2, 3)).astype(f32)
-    layer = make("LRNRistretto", text, [x.shape])
-    x_in = x.copy()
-    top = layer.forward([x_in])[0]
-    np.testing.assert_array_equal(x_in, x)  # LRN does not trim its bottom in place
+    layer = make("LRNRistretto", text, [x.shape], phase=phase, backend=backend)
+    x_in = backend.asarray(x.copy())
+    top = backend.to_numpy(layer.forward([x_in])[0])
+    np.testing.assert_array_equal(backend.to_numpy(x_in), x)  # LRN does not trim its bottom in place
     np.testing.assert_array_equal(top, lrn_ref(x, 5, 0.5, 0.75, 2.0, 5, 4))
 
 
-def test_lrn_ristretto_wide_format_is_close_to_float_and_train_is_float():
+def test_lrn_ristretto_wide_format_is_close_to_float(backend):
     need("LRN")
     text = "lrn_param { local_size: 3 alpha: 0.1 beta: 0.75 k: 1 }"
     x = np.random.default_rng(10).uniform(-3, 3, (2, 6, 3, 3)).astype(f32)
     plain = make("LRN", text, [x.shape]).forward([x.copy()])[0]
     wide = make("LRNRistretto", text + " quantization_param { precision: MINIFLOAT mant_bits: 20 exp_bits: 8 }",
-                [x.shape]).forward([x.copy()])[0]
-    np.testing.assert_allclose(wide, plain, rtol=1e-4)
-    train = make("LRNRistretto", text + " quantization_param { precision: MINIFLOAT mant_bits: 3 exp_bits: 4 }",
-                 [x.shape], phase=TRAIN).forward([x.copy()])[0]
-    np.testing.assert_array_equal(train, plain)
+                [x.shape], backend=backend).forward([backend.asarray(x)])[0]
+    np.testing.assert_allclose(backend.to_numpy(wide), plain, rtol=1e-4)
+
+
+def caffe_lrn_backward_ref(x, top, scale, dy, size, alpha, beta):
+    """Caffe's CrossChannelBackward loops (lrn_layer.cu LRNComputeDiff) in float64, with
+    the stored top and scale it is given."""
+    x, top, scale, dy = (a.astype(np.float64) for a in (x, top, scale, dy))
+    pre = (size - 1) // 2
+    ratio = dy * top / scale
+    dx = np.empty_like(x)
+    for c in range(x.shape[1]):
+        lo, hi = max(0, c - pre), min(x.shape[1], c - pre + size)
+        dx[:, c] = dy[:, c] * scale[:, c] ** -beta - 2 * alpha * beta / size * x[:, c] * ratio[:, lo:hi].sum(1)
+    return dx
+
+
+@pytest.mark.parametrize("phase", [TEST, TRAIN], ids=["TEST", "TRAIN"])
+def test_lrn_ristretto_backward_is_the_float_gradient_at_the_trimmed_values(backend, phase):
+    """As the original: LRNLayer's backward on the bottom, the trimmed top and the trimmed
+    scale (straight-through for the trims)."""
+    need("LRN")
+    text = """lrn_param { local_size: 3 alpha: 0.3 beta: 0.75 k: 1.5 }
+              quantization_param { precision: MINIFLOAT mant_bits: 4 exp_bits: 4 }"""
+    rng = np.random.default_rng(12)
+    x = rng.uniform(-3, 3, (2, 5, 2, 2)).astype(f32)
+    dy = rng.standard_normal(x.shape).astype(f32)
+    layer = make("LRNRistretto", text, [x.shape], phase=phase, backend=backend)
+    xd = backend.asarray(x)
+    top = layer.forward([xd])[0]
+    scale = backend.to_numpy(layer.scale_q)
+    assert np.array_equal(trim_minifloat(scale, 4, 4), scale)  # the stored scale is the trimmed one
+    dx = backend.to_numpy(layer.backward([backend.asarray(dy)], [xd], [top], [True])[0])
+    want = caffe_lrn_backward_ref(x, backend.to_numpy(top), scale, dy, 3, 0.3, 0.75)
+    np.testing.assert_allclose(dx, want, rtol=1e-5, atol=1e-6)
+    float_dx = make("LRN", text.split("quantization_param")[0], [x.shape], phase=phase).backward(
+        [dy], [x], [None], [True])[0]
+    assert not np.allclose(dx, float_dx, rtol=1e-6)  # a 4-bit mantissa moves the gradient
+
+
+def test_lrn_ristretto_refuses_within_channel_in_every_phase():
+    need("LRN")
+    for phase in (TEST, TRAIN):
+        with pytest.raises(RistrettoError, match="layer 'q'.*ACROSS_CHANNELS"):
+            make("LRNRistretto", "lrn_param { local_size: 3 norm_region: WITHIN_CHANNEL } "
+                 "quantization_param { precision: MINIFLOAT }", [(1, 4, 3, 3)], phase=phase)
 
 
 # -- in a net ----------------------------------------------------------------------

@@ -125,13 +125,14 @@ class LRN(Layer):
             return x / d, scale
         return x * negative_power(xp, scale, self.beta), scale
 
-    def _backward_with(self, x, scale, dy):
+    def _backward_with(self, x, scale, dy, top=None):
         """Bottom gradient for top gradient ``dy`` at bottom ``x`` with denominator base ``scale``:
-        dy * scale^-beta - (2 alpha beta / n) * x * S(dy * x * scale^-beta / scale)."""
+        dy * scale^-beta - (2 alpha beta / n) * x * S(dy * top / scale), where ``top`` is
+        x * scale^-beta unless given (Caffe's kernel reads the stored top)."""
         dt = x.dtype.type
         inv = negative_power(self.xp, scale, self.beta)
         dx = dy * inv
-        ratio = dx * x
+        ratio = dx * x if top is None else dy * top
         ratio /= scale
         ratio *= dt(2.0 * self.alpha * self.beta / self._window_norm())
         acc = self.window_sum(ratio)

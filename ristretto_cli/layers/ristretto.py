@@ -166,13 +166,18 @@ class DeconvolutionRistretto(RistrettoMixin, Deconvolution):
 
 @register("LRNRistretto")
 class LRNRistretto(LRN):
-    """Cross-channel LRN whose every intermediate is a minifloat (TEST phase).
+    """Cross-channel LRN whose every intermediate is a minifloat, in every phase (the
+    original's forward has no phase test).
 
     Per pixel column, in channel order (the original's sliding window): q(x), q(q(x)^2),
     the running sum q(sum + sq) / q(sum - sq), q(sum * alpha/size), scale = q(k + that),
     q(scale^-beta), top = q(q(x) * q(scale^-beta)); q is minifloat (mant_bits, exp_bits)
     with the layer's rounding scheme (the original hard-wires NEAREST, the default).
-    TRAIN phase is the float LRN.
+
+    Backward is Caffe's float LRN gradient evaluated at the trimmed values, as the
+    original's (it reuses LRNLayer's backward on its blobs): dx = dy * scale^-beta -
+    (2 alpha beta / n) * x * S(dy * top / scale) with the untrimmed bottom x, the trimmed
+    top and the trimmed scale (straight-through for the trims themselves).
     """
 
     @property
@@ -187,21 +192,22 @@ class LRNRistretto(LRN):
 
     def setup(self, bottom_shapes):
         self.quant_config  # noqa: B018
-        if self.phase == TEST and self.param.lrn_param.norm_region != ACROSS_CHANNELS:
-            raise self.error("supports only norm_region ACROSS_CHANNELS in the TEST phase")
-        if self.phase == TEST and len(bottom_shapes) == 1 and len(bottom_shapes[0]) != 4:
+        if self.param.lrn_param.norm_region != ACROSS_CHANNELS:
+            raise self.error("supports only norm_region ACROSS_CHANNELS (as the original)")
+        if len(bottom_shapes) == 1 and len(bottom_shapes[0]) != 4:
             raise self.error(f"needs a 4-D bottom (N, C, H, W), got shape {tuple(bottom_shapes[0])}")
         super().setup(bottom_shapes)
 
     def forward(self, bottoms):
-        if self.phase != TEST:
-            return super().forward(bottoms)
         return [self._forward_trimmed(bottoms[0], self.quant_config)]
 
     def backward(self, top_diffs, bottoms, tops, propagate_down):
-        if self.phase == TEST:  # straight-through: the float LRN's gradient at this input
-            tops = super().forward(bottoms)
-        return super().backward(top_diffs, bottoms, tops, propagate_down)
+        if not propagate_down[0]:
+            return [None]
+        x, dy = bottoms[0], top_diffs[0]
+        if dy is None:
+            return [self.xp.zeros_like(x)]
+        return [self._backward_with(x, self.scale_q, dy, top=tops[0])]
 
     def _forward_trimmed(self, x, cfg: QuantConfig):
         xp = self.xp
