@@ -65,34 +65,34 @@ def test_phase_rules_filter_layers():
     assert names(Net(parse(text), "TEST", be, level=2)) == ["in", "test_only"]
 
 
-def test_forward_backward_against_hand_computation():
-    be = Backend(np, 0)
-    net = Net(parse(BRANCHY), "TRAIN", be)
+def test_forward_backward_against_hand_computation(backend):
+    net = Net(parse(BRANCHY), "TRAIN", backend)
+    host = backend.to_numpy
     assert net.outputs == ["loss"]
     assert net.loss_weights == {"loss": 1.0}
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3)).astype(np.float32)
     t = rng.standard_normal((2, 2)).astype(np.float32)
-    net.forward({"x": x, "t": t})
-    Wa, ba = (np.asarray(v, np.float64) for v in net.layer("a").blobs)
-    Wb, bb = (np.asarray(v, np.float64) for v in net.layer("b").blobs)
-    Wc, bc = (np.asarray(v, np.float64) for v in net.layer("c").blobs)
+    net.forward({"x": backend.asarray(x), "t": backend.asarray(t)})
+    Wa, ba = (host(v).astype(np.float64) for v in net.layer("a").blobs)
+    Wb, bb = (host(v).astype(np.float64) for v in net.layer("b").blobs)
+    Wc, bc = (host(v).astype(np.float64) for v in net.layer("c").blobs)
     h = np.maximum(x @ Wa.T + ba, 0)
     s = h @ Wb.T + bb + h @ Wc.T + bc
     loss = ((s - t) ** 2).sum() / 2 / 2
-    assert net.blobs["loss"].reshape(()) == pytest.approx(loss, rel=1e-5)
-    assert np.allclose(net.blobs["a"], h, rtol=1e-5, atol=1e-6)  # in-place ReLU rebinds 'a'
+    assert host(net.blobs["loss"]).reshape(()) == pytest.approx(loss, rel=1e-5)
+    assert np.allclose(host(net.blobs["a"]), h, rtol=1e-5, atol=1e-6)  # in-place ReLU rebinds 'a'
     net.zero_diffs()
     diffs = net.backward()
     ds = (s - t) / 2
     dh = ds @ Wb + ds @ Wc                     # the Split sums both branches
     da = dh * (h > 0)
-    assert np.allclose(net.layer("a").diffs[0], da.T @ x, rtol=1e-4, atol=1e-6)
-    assert np.allclose(net.layer("b").diffs[0], ds.T @ h, rtol=1e-4, atol=1e-6)
+    assert np.allclose(host(net.layer("a").diffs[0]), da.T @ x, rtol=1e-4, atol=1e-6)
+    assert np.allclose(host(net.layer("b").diffs[0]), ds.T @ h, rtol=1e-4, atol=1e-6)
     assert "x" not in diffs  # nothing below the inputs needs a gradient
 
 
-def test_weight_sharing_by_param_name():
+def test_weight_sharing_by_param_name(backend):
     text = """
     layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
     layer { name: "p" type: "InnerProduct" bottom: "x" top: "p" param { name: "w" } param { name: "bias" }
@@ -100,7 +100,7 @@ def test_weight_sharing_by_param_name():
     layer { name: "q" type: "InnerProduct" bottom: "p" top: "q" param { name: "w" } param { name: "bias" }
             inner_product_param { num_output: 3 weight_filler { type: "gaussian" } } }
     """
-    net = Net(parse(text), "TRAIN", Backend(np, 0))
+    net = Net(parse(text), "TRAIN", backend)
     assert net.layer("p").blobs[0] is net.layer("q").blobs[0]
     assert [r.name for r in net.learnable_params()] == ["w", "bias"]
 
@@ -111,8 +111,8 @@ def test_feeding_unknown_blob_is_an_error():
         net.forward({"nope": np.zeros(1)})
 
 
-def test_fed_inputs_are_copied():
-    net = Net(parse(BRANCHY), "TEST", Backend(np, 0))
-    x = np.ones((2, 3), np.float32)
-    net.forward({"x": x, "t": np.zeros((2, 2), np.float32)})
+def test_fed_inputs_are_copied(backend):
+    net = Net(parse(BRANCHY), "TEST", backend)
+    x = backend.asarray(np.ones((2, 3), np.float32))
+    net.forward({"x": x, "t": backend.asarray(np.zeros((2, 2), np.float32))})
     assert net.blobs["x"] is not x
