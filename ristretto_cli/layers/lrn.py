@@ -178,6 +178,10 @@ class LRN(Layer):
             return [self.xp.zeros_like(x)]
         dx = self.xp.empty(x.shape, dtype=self.xp.result_type(x.dtype, dy.dtype))
         for blk in self.blocks(x.shape, dx.dtype.itemsize):
-            xb = x[blk]
-            dx[blk] = self._backward_with(xb, self.scale_of(xb), dy[blk])
+            dx[blk] = self.bottom_gradient(x, dy, tops[0], blk)
         return [dx]
+
+    def bottom_gradient(self, x, dy, top, blk):
+        """The bottom gradient on block ``blk`` (the float LRN recomputes its scale there)."""
+        xb = x[blk]
+        return self._backward_with(xb, self.scale_of(xb), dy[blk])

@@ -201,13 +201,8 @@ class LRNRistretto(LRN):
     def forward(self, bottoms):
         return [self._forward_trimmed(bottoms[0], self.quant_config)]
 
-    def backward(self, top_diffs, bottoms, tops, propagate_down):
-        if not propagate_down[0]:
-            return [None]
-        x, dy = bottoms[0], top_diffs[0]
-        if dy is None:
-            return [self.xp.zeros_like(x)]
-        return [self._backward_with(x, self.scale_q, dy, top=tops[0])]
+    def bottom_gradient(self, x, dy, top, blk):
+        return self._backward_with(x[blk], self.scale_q[blk], dy[blk], top=top[blk])
 
     def _forward_trimmed(self, x, cfg: QuantConfig):
         xp = self.xp
