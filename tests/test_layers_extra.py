@@ -9,6 +9,7 @@ import pytest
 from google.protobuf import text_format
 
 from conftest import run_cli
+from backends import on_backend
 from gradient_check import check_layer_gradient, f64_backend
 from ristretto_cli.errors import RistrettoError
 from ristretto_cli.layers import LAYER_TYPES, TEST, TRAIN, create_layer
@@ -17,8 +18,9 @@ from ristretto_cli.proto import caffe_pb2
 
 
 def make(text, phase=TEST, backend=None):
+    """The layer on ``backend`` (typed tests; float64 NumPy when None), driven from host arrays."""
     param = text_format.Parse(text, caffe_pb2.LayerParameter())
-    return create_layer(param, phase, backend or f64_backend())
+    return on_backend(create_layer(param, phase, backend or f64_backend()))
 
 
 def forward(layer, *xs):
@@ -50,35 +52,35 @@ def test_clip_forward_and_float32(backend):
     np.testing.assert_array_equal(y, np.clip(x, np.float32(-0.5), np.float32(1.25)))
 
 
-def test_clip_gradient():
+def test_clip_gradient(backend):
     x = away_from([-0.5, 1.25], X.shape)
-    check_layer_gradient(make('name: "c" type: "Clip" clip_param { min: -0.5 max: 1.25 }'), [x])
+    check_layer_gradient(make('name: "c" type: "Clip" clip_param { min: -0.5 max: 1.25 }', backend=backend), [x])
 
 
-def test_clip_gradient_passes_at_the_bounds_like_caffe():
-    layer = make('name: "c" type: "Clip" clip_param { min: -1 max: 1 }')
+def test_clip_gradient_passes_at_the_bounds_like_caffe(backend):
+    layer = make('name: "c" type: "Clip" clip_param { min: -1 max: 1 }', backend=backend)
     x = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
     _, (y,) = forward(layer, x)
     (g,) = layer.backward([np.ones(5)], [x], [y], [True])
     np.testing.assert_array_equal(g, [0, 1, 1, 1, 0])
 
 
-def test_clip_needs_min_and_max():
+def test_clip_needs_min_and_max(backend):
     with pytest.raises(RistrettoError, match="min and max"):
-        forward(make('name: "c" type: "Clip" clip_param { min: 0 }'), X)
+        forward(make('name: "c" type: "Clip" clip_param { min: 0 }', backend=backend), X)
 
 
 # -- Swish -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("beta", [1.0, 0.5, 2.0])
-def test_swish_forward(beta):
-    _, (y,) = forward(make(f'name: "s" type: "Swish" swish_param {{ beta: {beta} }}'), X)
+def test_swish_forward(backend, beta):
+    _, (y,) = forward(make(f'name: "s" type: "Swish" swish_param {{ beta: {beta} }}', backend=backend), X)
     np.testing.assert_allclose(y, X / (1 + np.exp(-beta * X)), rtol=1e-13)
 
 
 @pytest.mark.parametrize("beta", [1.0, 0.7])
-def test_swish_gradient(beta):
-    check_layer_gradient(make(f'name: "s" type: "Swish" swish_param {{ beta: {beta} }}'), [X])
+def test_swish_gradient(backend, beta):
+    check_layer_gradient(make(f'name: "s" type: "Swish" swish_param {{ beta: {beta} }}', backend=backend), [X])
 
 
 def test_swish_default_beta_is_one_and_large_inputs_stay_finite(backend):
@@ -90,8 +92,8 @@ def test_swish_default_beta_is_one_and_large_inputs_stay_finite(backend):
 
 # -- Threshold ---------------------------------------------------------------------------
 
-def test_threshold_forward_and_no_backward():
-    layer = make('name: "t" type: "Threshold" threshold_param { threshold: 0.3 }')
+def test_threshold_forward_and_no_backward(backend):
+    layer = make('name: "t" type: "Threshold" threshold_param { threshold: 0.3 }', backend=backend)
     x = np.array([[-1.0, 0.3, 0.30001, 2.0]])
     _, (y,) = forward(layer, x)
     np.testing.assert_array_equal(y, [[0, 0, 1, 1]])
@@ -103,8 +105,8 @@ def test_threshold_forward_and_no_backward():
 # -- Tile --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("axis, tiles", [(1, 3), (0, 2), (-1, 2), (2, 1)])
-def test_tile_forward(axis, tiles):
-    (shape,), (y,) = forward(make(f'name: "t" type: "Tile" tile_param {{ axis: {axis} tiles: {tiles} }}'), X)
+def test_tile_forward(backend, axis, tiles):
+    (shape,), (y,) = forward(make(f'name: "t" type: "Tile" tile_param {{ axis: {axis} tiles: {tiles} }}', backend=backend), X)
     reps = [1] * X.ndim
     reps[axis] = tiles
     # Caffe repeats whole blocks from `axis` on: numpy.tile of the (outer, inner) view
@@ -114,13 +116,13 @@ def test_tile_forward(axis, tiles):
     np.testing.assert_array_equal(y, expected)
 
 
-def test_tile_gradient():
-    check_layer_gradient(make('name: "t" type: "Tile" tile_param { axis: 2 tiles: 3 }'), [X])
+def test_tile_gradient(backend):
+    check_layer_gradient(make('name: "t" type: "Tile" tile_param { axis: 2 tiles: 3 }', backend=backend), [X])
 
 
-def test_tile_needs_positive_tiles():
+def test_tile_needs_positive_tiles(backend):
     with pytest.raises(RistrettoError, match="tiles"):
-        forward(make('name: "t" type: "Tile" tile_param { tiles: 0 }'), X)
+        forward(make('name: "t" type: "Tile" tile_param { tiles: 0 }', backend=backend), X)
 
 
 # -- Reduction ---------------------------------------------------------------------------
@@ -131,8 +133,8 @@ REDUCTIONS = {"SUM": lambda a: a.sum(-1), "ASUM": lambda a: np.abs(a).sum(-1),
 
 @pytest.mark.parametrize("op", sorted(REDUCTIONS))
 @pytest.mark.parametrize("axis", [0, 1, 2, -1])
-def test_reduction_forward(op, axis):
-    layer = make(f'name: "r" type: "Reduction" reduction_param {{ operation: {op} axis: {axis} coeff: 0.5 }}')
+def test_reduction_forward(backend, op, axis):
+    layer = make(f'name: "r" type: "Reduction" reduction_param {{ operation: {op} axis: {axis} coeff: 0.5 }}', backend=backend)
     (shape,), (y,) = forward(layer, X)
     a = axis % X.ndim
     expected = 0.5 * REDUCTIONS[op](X.reshape(X.shape[:a] + (-1,)))
@@ -141,23 +143,23 @@ def test_reduction_forward(op, axis):
 
 
 @pytest.mark.parametrize("op", sorted(REDUCTIONS))
-def test_reduction_gradient(op):
-    check_layer_gradient(make(f'name: "r" type: "Reduction" reduction_param {{ operation: {op} axis: 1 coeff: -2 }}'),
+def test_reduction_gradient(backend, op):
+    check_layer_gradient(make(f'name: "r" type: "Reduction" reduction_param {{ operation: {op} axis: 1 coeff: -2 }}', backend=backend),
                          [X])
 
 
-def test_reduction_default_is_a_sum_over_everything():
-    (shape,), (y,) = forward(make('name: "r" type: "Reduction"'), X)
+def test_reduction_default_is_a_sum_over_everything(backend):
+    (shape,), (y,) = forward(make('name: "r" type: "Reduction"', backend=backend), X)
     assert shape == () and float(y) == pytest.approx(X.sum())
-    check_layer_gradient(make('name: "r" type: "Reduction"'), [X])
+    check_layer_gradient(make('name: "r" type: "Reduction"', backend=backend), [X])
 
 
 # -- MVN ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("across, variance", [(False, True), (True, True), (False, False), (True, False)])
-def test_mvn_forward(across, variance):
+def test_mvn_forward(backend, across, variance):
     layer = make(f'name: "m" type: "MVN" mvn_param {{ across_channels: {str(across).lower()} '
-                 f'normalize_variance: {str(variance).lower()} eps: 0.001 }}')
+                 f'normalize_variance: {str(variance).lower()} eps: 0.001 }}', backend=backend)
     _, (y,) = forward(layer, X)
     rows = X.reshape(X.shape[0] if across else X.shape[0] * X.shape[1], -1)
     c = rows - rows.mean(1, keepdims=True)
@@ -167,9 +169,9 @@ def test_mvn_forward(across, variance):
 
 
 @pytest.mark.parametrize("across, variance", [(False, True), (True, True), (False, False)])
-def test_mvn_gradient(across, variance):
+def test_mvn_gradient(backend, across, variance):
     check_layer_gradient(make(f'name: "m" type: "MVN" mvn_param {{ across_channels: {str(across).lower()} '
-                              f'normalize_variance: {str(variance).lower()} }}'), [X], rtol=1e-3)
+                              f'normalize_variance: {str(variance).lower()} }}', backend=backend), [X], rtol=1e-3)
 
 
 # -- Embed -------------------------------------------------------------------------------
@@ -179,24 +181,24 @@ EMBED = 'name: "e" type: "Embed" embed_param { num_output: 4 input_dim: 6 bias_t
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_embed_forward_and_weight_gradients(bias):
+def test_embed_forward_and_weight_gradients(backend, bias):
     idx = np.array([[0, 5, 2], [2, 2, 1]], np.float64)
-    layer = make(EMBED % str(bias).lower())
+    layer = make(EMBED % str(bias).lower(), backend=backend)
     (shape,), (y,) = forward(layer, idx)
     w = layer.blobs[0]
     expected = w[idx.astype(int)] + (layer.blobs[1] if bias else 0)
     assert shape == (2, 3, 4) and len(layer.blobs) == (2 if bias else 1)
     np.testing.assert_array_equal(y, expected)
-    check_layer_gradient(make(EMBED % str(bias).lower()), [idx], check_bottoms=[])
+    check_layer_gradient(make(EMBED % str(bias).lower(), backend=backend), [idx], check_bottoms=[])
 
 
-def test_embed_refuses_bad_indices_and_input_gradients():
-    layer = make(EMBED % "true")
+def test_embed_refuses_bad_indices_and_input_gradients(backend):
+    layer = make(EMBED % "true", backend=backend)
     with pytest.raises(RistrettoError, match=r"integers in \[0, 6\)"):
         forward(layer, np.array([6.0]))
     with pytest.raises(RistrettoError, match=r"integers in \[0, 6\)"):
-        forward(make(EMBED % "true"), np.array([1.5]))
-    layer = make(EMBED % "true")
+        forward(make(EMBED % "true", backend=backend), np.array([1.5]))
+    layer = make(EMBED % "true", backend=backend)
     x = np.array([1.0])
     _, (y,) = forward(layer, x)
     with pytest.raises(RistrettoError, match="cannot propagate"):
@@ -205,8 +207,8 @@ def test_embed_refuses_bad_indices_and_input_gradients():
 
 # -- Parameter ---------------------------------------------------------------------------
 
-def test_parameter_is_its_blob_and_learns_from_the_top():
-    layer = make('name: "p" type: "Parameter" parameter_param { shape { dim: 2 dim: 3 } }')
+def test_parameter_is_its_blob_and_learns_from_the_top(backend):
+    layer = make('name: "p" type: "Parameter" parameter_param { shape { dim: 2 dim: 3 } }', backend=backend)
     layer.setup([])
     assert layer.reshape([]) == [(2, 3)] and layer.blobs[0].shape == (2, 3) and not layer.blobs[0].any()
     layer.blobs[0] = np.arange(6.0).reshape(2, 3)
@@ -220,10 +222,10 @@ def test_parameter_is_its_blob_and_learns_from_the_top():
 
 # -- Filter ------------------------------------------------------------------------------
 
-def test_filter_forward_backward():
+def test_filter_forward_backward(backend):
     a, b = X, X[:, :1] * 3
     sel = np.array([1.0, 0.0]).reshape(2, 1)
-    layer = make('name: "f" type: "Filter" bottom: "a" bottom: "b" bottom: "s" top: "fa" top: "fb"')
+    layer = make('name: "f" type: "Filter" bottom: "a" bottom: "b" bottom: "s" top: "fa" top: "fb"', backend=backend)
     declared, (ya, yb) = forward(layer, a, b, sel)
     assert declared == [a.shape, b.shape]  # Caffe's first reshape: the bottoms' shapes
     np.testing.assert_array_equal(ya, a[:1])
@@ -236,25 +238,25 @@ def test_filter_forward_backward():
         layer.backward([None, None], [a, b, sel], [ya, yb], [False, False, True])
 
 
-def test_filter_checks_shapes():
-    layer = make('name: "f" type: "Filter" bottom: "a" bottom: "s" top: "fa"')
+def test_filter_checks_shapes(backend):
+    layer = make('name: "f" type: "Filter" bottom: "a" bottom: "s" top: "fa"', backend=backend)
     with pytest.raises(RistrettoError, match="first dimension"):
         forward(layer, X, np.ones((3, 1)))
     with pytest.raises(RistrettoError, match="must be 1"):
-        forward(make('name: "f" type: "Filter" bottom: "a" bottom: "s" top: "fa"'), X, np.ones((2, 2)))
+        forward(make('name: "f" type: "Filter" bottom: "a" bottom: "s" top: "fa"', backend=backend), X, np.ones((2, 2)))
 
 
 # -- BatchReindex ------------------------------------------------------------------------
 
-def test_batch_reindex_forward_and_gradient():
+def test_batch_reindex_forward_and_gradient(backend):
     permut = np.array([1.0, 1.0, 0.0])
-    layer = make('name: "b" type: "BatchReindex"')
+    layer = make('name: "b" type: "BatchReindex"', backend=backend)
     (shape,), (y,) = forward(layer, X, permut)
     assert shape == (3,) + X.shape[1:]
     np.testing.assert_array_equal(y, X[[1, 1, 0]])
-    check_layer_gradient(make('name: "b" type: "BatchReindex"'), [X, permut], check_bottoms=[0])
+    check_layer_gradient(make('name: "b" type: "BatchReindex"', backend=backend), [X, permut], check_bottoms=[0])
     with pytest.raises(RistrettoError, match=r"\[0, 2\)"):
-        forward(make('name: "b" type: "BatchReindex"'), X, np.array([2.0]))
+        forward(make('name: "b" type: "BatchReindex"', backend=backend), X, np.array([2.0]))
 
 
 # -- SPP ---------------------------------------------------------------------------------
@@ -291,9 +293,9 @@ def _spp_reference(x, height, method):
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 @pytest.mark.parametrize("height, hw", [(1, (5, 7)), (2, (5, 7)), (3, (8, 8)), (3, (9, 6)), (4, (16, 15))])
-def test_spp_forward(method, height, hw):
+def test_spp_forward(backend, method, height, hw):
     x = np.random.default_rng(1).standard_normal((2, 3) + hw)
-    layer = make(f'name: "s" type: "SPP" spp_param {{ pyramid_height: {height} pool: {method} }}')
+    layer = make(f'name: "s" type: "SPP" spp_param {{ pyramid_height: {height} pool: {method} }}', backend=backend)
     (shape,), (y,) = forward(layer, x)
     expected = _spp_reference(x, height, method)
     assert shape == expected.shape == y.shape
@@ -301,29 +303,29 @@ def test_spp_forward(method, height, hw):
 
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
-def test_spp_gradient(method):
+def test_spp_gradient(backend, method):
     x = np.random.default_rng(2).permutation(2 * 3 * 9 * 6).reshape(2, 3, 9, 6) / 10.0  # distinct: no max ties
-    check_layer_gradient(make(f'name: "s" type: "SPP" spp_param {{ pyramid_height: 3 pool: {method} }}'), [x])
+    check_layer_gradient(make(f'name: "s" type: "SPP" spp_param {{ pyramid_height: 3 pool: {method} }}', backend=backend), [x])
 
 
-def test_spp_errors_name_the_layer():
+def test_spp_errors_name_the_layer(backend):
     with pytest.raises(RistrettoError, match="layer 's' \\(SPP\\).*pyramid_height"):
-        forward(make('name: "s" type: "SPP"'), X)
+        forward(make('name: "s" type: "SPP"', backend=backend), X)
     # 5 rows in 4 bins: kernel 2, pad 2; Caffe's Pooling CHECK_LT(pad, kernel) fails too
     with pytest.raises(RistrettoError, match="layer 's' \\(SPP\\).*pad"):
-        forward(make('name: "s" type: "SPP" spp_param { pyramid_height: 3 }'), np.zeros((1, 1, 5, 8)))
+        forward(make('name: "s" type: "SPP" spp_param { pyramid_height: 3 }', backend=backend), np.zeros((1, 1, 5, 8)))
 
 
 # -- Pooling round_mode ------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode, hw, expected", [("CEIL", (6, 6), (3, 3)), ("FLOOR", (6, 6), (2, 2)),
                                                 ("CEIL", (7, 7), (3, 3)), ("FLOOR", (7, 7), (3, 3))])
-def test_pooling_round_mode_sets_the_output_size(mode, hw, expected):
+def test_pooling_round_mode_sets_the_output_size(backend, mode, hw, expected):
     # (6 - 3) / 2 = 1.5 windows after the first: ceil keeps a partial window, floor drops it
     x = np.random.default_rng(3).standard_normal((1, 2) + hw)
     for method in ("MAX", "AVE"):
         layer = make(f'name: "p" type: "Pooling" pooling_param {{ pool: {method} kernel_size: 3 stride: 2 '
-                     f'round_mode: {mode} }}')
+                     f'round_mode: {mode} }}', backend=backend)
         (shape,), (y,) = forward(layer, x)
         assert shape == y.shape == (1, 2) + expected
         full = (hw[0] - 3) // 2 + 1  # windows inside the input; ceil's extra one is partial
@@ -333,22 +335,22 @@ def test_pooling_round_mode_sets_the_output_size(mode, hw, expected):
         np.testing.assert_allclose(y[:, :, :full, :full], ref, rtol=1e-13)
 
 
-def test_pooling_floor_with_pad_still_drops_a_window_starting_in_the_pad():
+def test_pooling_floor_with_pad_still_drops_a_window_starting_in_the_pad(backend):
     # in 4, pad 1, kernel 2, stride 2: floor((4 + 2 - 2) / 2) + 1 = 3 windows, the last starts at 3 < 4 + 1
     x = np.random.default_rng(4).standard_normal((1, 1, 4, 4))
-    layer = make('name: "p" type: "Pooling" pooling_param { pool: MAX kernel_size: 2 stride: 2 pad: 1 round_mode: FLOOR }')
+    layer = make('name: "p" type: "Pooling" pooling_param { pool: MAX kernel_size: 2 stride: 2 pad: 1 round_mode: FLOOR }', backend=backend)
     (shape,), _ = forward(layer, x)
     assert shape == (1, 1, 3, 3)
-    layer = make('name: "p" type: "Pooling" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR }')
+    layer = make('name: "p" type: "Pooling" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR }', backend=backend)
     (shape,), _ = forward(layer, np.zeros((1, 1, 5, 5)))
     assert shape == (1, 1, 3, 3)
 
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
-def test_pooling_floor_gradient(method):
+def test_pooling_floor_gradient(backend, method):
     x = np.random.default_rng(5).permutation(2 * 7 * 6).reshape(1, 2, 7, 6) / 10.0
     check_layer_gradient(make(f'name: "p" type: "Pooling" pooling_param {{ pool: {method} kernel_size: 3 stride: 2 '
-                              f'round_mode: FLOOR }}'), [x])
+                              f'round_mode: FLOOR }}', backend=backend), [x])
 
 
 # -- refused types -----------------------------------------------------------------------
