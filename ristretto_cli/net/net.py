@@ -199,10 +199,12 @@ class Net:
                 need_blob.update(self.top_names[i])
         return out
 
-    def backward(self) -> dict:
+    def backward(self, *, on_layer: Callable | None = None) -> dict:
         """Back-propagate from the loss-weighted tops; parameter gradients accumulate
         into each layer's ``diffs`` (call ``zero_diffs`` between iterations). Returns
-        the gradient of every blob that got one."""
+        the gradient of every blob that got one. ``on_layer(i, layer, bottom_names,
+        bottom_diffs)`` is called right after each layer's backward runs (layers that
+        get no gradient are skipped), mirroring ``forward``'s."""
         xp = self.xp
         diffs: dict = {}
         for name, w in self.loss_weights.items():
@@ -234,6 +236,8 @@ class Net:
                 if d is None or not p:
                     continue
                 diffs[b] = d if b not in diffs else diffs[b] + d
+            if on_layer is not None:
+                on_layer(i, layer, bnames, bdiffs)
         for (li, pi), (owner, oi) in self._shared.items():
             sharer = self.layers[li]
             if sharer.diffs and owner.diffs:

@@ -1,0 +1,238 @@
+"""Issue #8: every command line the original (Caffe / Caffe-Ristretto) accepts works.
+
+--gpu in Caffe's syntax on every command, --level/--stage on test/benchmark/time, `time`
+in the TRAIN phase with per-layer backward times, `device_query`, glog flags, --flagfile,
+and `forward` reshaping the net to the fed arrays.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from ristretto_cli.data.lmdb_io import make_datum, write_datums
+from ristretto_cli.errors import RistrettoError
+
+from conftest import CUPY, run_cli
+
+# A net on an LMDB whose extra outputs depend on the NetState: a layer only at level >= 1
+# and one only with the stage "extra".
+STATE_NET = '''name: "state"
+layer {{ name: "data" type: "Data" top: "data" top: "label"
+        transform_param {{ scale: 0.00390625 }}
+        data_param {{ source: "{db}" batch_size: 2 backend: LMDB }} }}
+layer {{ name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param {{ num_output: 2 kernel_size: 2 weight_filler {{ type: "xavier" }} }} }}
+layer {{ name: "relu" type: "ReLU" bottom: "conv" top: "conv" }}
+layer {{ name: "ip" type: "InnerProduct" bottom: "conv" top: "ip"
+        inner_product_param {{ num_output: 3 weight_filler {{ type: "xavier" }} }} }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }}
+layer {{ name: "accuracy" type: "Accuracy" bottom: "ip" bottom: "label" top: "accuracy" include {{ phase: TEST }} }}
+layer {{ name: "high" type: "Power" bottom: "ip" top: "high" include {{ min_level: 1 }} }}
+layer {{ name: "staged" type: "Power" bottom: "ip" top: "staged" include {{ stage: "extra" }} }}
+'''
+
+SOLVER = '''net: "{net}"
+base_lr: 0.01
+lr_policy: "fixed"
+max_iter: 1
+snapshot_after_train: false
+'''
+
+
+@pytest.fixture(scope="module")
+def g(tmp_path_factory):
+    d = tmp_path_factory.mktemp("compat")
+    rng = np.random.default_rng(0)
+    write_datums(str(d / "db"), [(f"{i:08d}", make_datum(rng.integers(0, 256, (1, 4, 4), dtype=np.uint8), i % 3))
+                                 for i in range(6)])
+    ns = SimpleNamespace(dir=d)
+    ns.net = d / "state.prototxt"
+    ns.net.write_text(STATE_NET.format(db=d / "db"))
+    ns.net = str(ns.net)
+    ns.weights = str(d / "state.caffemodel")
+    assert run_cli(["init", "-m", ns.net, "-o", ns.weights, "--seed", "1"]) == 0
+    ns.solver = d / "solver.prototxt"
+    ns.solver.write_text(SOLVER.format(net=ns.net))
+    ns.solver = str(ns.solver)
+    x = np.zeros((2, 1, 4, 4), np.float32)
+    np.save(d / "x.npy", x)
+    np.save(d / "y.npy", np.zeros(2, np.float32))
+    ns.x, ns.y = str(d / "x.npy"), str(d / "y.npy")
+    return ns
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    """First cell -> the other cells of every row of a rich table ("name[k]" rows of a
+    multi-element output count under "name" too)."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("│"):
+            cells = [c.strip() for c in line.strip("│").split("│")]
+            rows[cells[0]] = cells[1:]
+            rows.setdefault(cells[0].partition("[")[0], cells[1:])
+    return rows
+
+
+def assert_one_line_error(code, err, *parts):
+    err = err.strip()
+    assert code == 2, err
+    assert "Traceback" not in err and "\n" not in err, err
+    assert err.startswith("ristretto: error: "), err
+    for p in parts:
+        assert str(p) in err, f"{p!r} not in {err!r}"
+
+
+# --------------------------------------------------------------------------- 5. --gpu in Caffe's syntax
+
+GPU_COMMANDS = {
+    "benchmark": lambda g, out: ["benchmark", "-m", g.net, "-w", g.weights, "-i", "1"],
+    "test": lambda g, out: ["test", "-m", g.net, "-w", g.weights, "-i", "1"],
+    "forward": lambda g, out: ["forward", "-m", g.net, "-w", g.weights, "--input", f"data={g.x}",
+                          "--input", f"label={g.y}", "-o", out / "fwd.npz"],
+    "time": lambda g, out: ["time", "-m", g.net, "-w", g.weights, "-i", "1"],
+    "quantize": lambda g, out: ["quantize", "-m", g.net, "-w", g.weights, "--model-quantized", out / "q.prototxt",
+                           "--trimming-mode", "dynamic_fixed_point", "-i", "1"],
+    "finetune": lambda g, out: ["finetune", "--solver", g.solver],
+    "train": lambda g, out: ["train", "--solver", g.solver],
+}
+
+
+def test_parse_gpu_accepts_caffes_syntax(capsys):
+    from ristretto_cli.commands.options import parse_gpu, parse_gpu_list
+
+    assert parse_gpu(None) is None and parse_gpu("") is None
+    assert parse_gpu("-1") is None and parse_gpu(-1) is None
+    assert parse_gpu("0") == 0 and parse_gpu("3") == 3 and parse_gpu(" 2 ") == 2
+    assert capsys.readouterr().err == ""
+    assert parse_gpu("all") == 0 and parse_gpu("ALL") == 0
+    assert parse_gpu("1,0") == 1 and parse_gpu("2, 3") == 2
+    err = capsys.readouterr().err
+    assert "--gpu all" in err and "--gpu 1,0" in err and "using device 1" in err
+    assert parse_gpu_list("0,2") == [0, 2] and parse_gpu_list("all") == "all" and parse_gpu_list("-1") is None
+    for bad in ("x", "0,x", "1.5", "-1,0"):
+        with pytest.raises(RistrettoError, match="--gpu"):
+            parse_gpu(bad)
+
+
+@pytest.mark.parametrize("command", sorted(GPU_COMMANDS))
+@pytest.mark.parametrize("spelling", [["--gpu", "-1"], ["--gpu=-1"], ["-gpu", "-1"], ["-gpu=-1"]])
+def test_gpu_minus_one_is_the_cpu_on_every_command(g, tmp_path, capsys, command, spelling):
+    code, out, err = run_cli(GPU_COMMANDS[command](g, tmp_path) + spelling, capsys)
+    assert code == 0, err
+
+
+@pytest.mark.skipif(CUPY is not None, reason="CuPy and a device are present")
+@pytest.mark.parametrize("command", sorted(GPU_COMMANDS))
+@pytest.mark.parametrize("value", ["0", "all", "0,1"])
+def test_gpu_without_cupy_is_one_error_on_every_command(g, tmp_path, capsys, command, value):
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is installed")
+    except ImportError:
+        pass
+    code, out, err = run_cli(GPU_COMMANDS[command](g, tmp_path) + ["--gpu", value], capsys)
+    lines = err.strip().splitlines()
+    if value != "0":  # the notice that one device is used, then the error
+        assert "one device" in lines[0] and "using device 0" in lines[0], err
+        lines = lines[1:]
+    assert_one_line_error(code, "\n".join(lines), "--gpu 0", "CuPy is not installed")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", sorted(GPU_COMMANDS))
+def test_gpu_garbage_is_one_error_on_every_command(g, tmp_path, capsys, command):
+    code, out, err = run_cli(GPU_COMMANDS[command](g, tmp_path) + ["--gpu", "first"], capsys)
+    assert_one_line_error(code, err, "--gpu 'first'", "'all'")
+
+
+# --------------------------------------------------------------------------- 6. --level/--stage, time, device_query
+
+@pytest.mark.parametrize("verb", ["benchmark", "test"])
+def test_benchmark_level_and_stage_select_layers(g, capsys, verb):
+    base = [verb, "-m", g.net, "-w", g.weights, "-i", "1"]
+    code, out, err = run_cli(base, capsys)
+    assert code == 0, err
+    rows = table_rows(out)
+    assert "loss" in rows and "high" not in rows and "staged" not in rows
+    code, out, err = run_cli(base + ["--level", "1", "--stage", "other,extra"], capsys)
+    assert code == 0, err
+    rows = table_rows(out)
+    assert "high" in rows and "staged" in rows
+    code, out, err = run_cli(base + ["-level=1", "-stage=other"], capsys)
+    assert code == 0, err
+    rows = table_rows(out)
+    assert "high" in rows and "staged" not in rows
+
+
+def test_time_defaults_to_train_with_per_layer_backward(g, capsys):
+    code, out, err = run_cli(["time", "-m", g.net, "-w", g.weights, "-i", "2"], capsys)
+    assert code == 0, err
+    assert "(TRAIN)" in out
+    header = next(line for line in out.splitlines() if "layer" in line and "type" in line)
+    assert "forward ms" in header and "backward ms" in header
+    rows = table_rows(out)
+    for name in ("data", "conv", "relu", "ip", "loss"):
+        assert name in rows
+        assert float(rows[name][1]) >= 0 and float(rows[name][2]) >= 0  # forward, backward
+    assert float(rows["conv"][2]) > 0 and float(rows["loss"][2]) > 0  # these layers ran backward
+    assert float(rows["backward"][2]) >= float(rows["conv"][2])
+    fb = float(rows["forward-backward"][1])
+    assert fb == pytest.approx(float(rows["forward"][1]) + float(rows["backward"][2]), rel=1e-3, abs=2e-3)
+
+
+def test_time_test_phase_and_level_stage(g, capsys):
+    code, out, err = run_cli(["time", "-m", g.net, "-w", g.weights, "-i", "1", "--phase", "TEST",
+                              "--level", "1", "--stage", "extra"], capsys)
+    assert code == 0, err
+    rows = table_rows(out)
+    assert "(TEST)" in out and "backward" not in rows and "high" in rows and "staged" in rows
+
+
+def test_net_backward_reports_each_layer(g):
+    from ristretto_cli.net.loading import load_net
+
+    net = load_net(g.net, g.weights, "TRAIN")
+    net.forward()
+    seen = []
+    diffs = net.backward(on_layer=lambda i, layer, names, bottom_diffs: seen.append((i, layer.name, list(names))))
+    assert [s[1] for s in seen] == ["loss", "ip", "relu", "conv"]  # in reverse order, the data layer gets none
+    assert seen[0] == (4, "loss", ["ip", "label"])
+    assert set(diffs) <= {"data", "label"}
+
+
+@pytest.mark.parametrize("verb", ["device_query", "device-query"])
+def test_device_query_without_cupy_is_one_error(capsys, verb):
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is installed")
+    except ImportError:
+        pass
+    code, out, err = run_cli([verb], capsys)
+    assert_one_line_error(code, err, "device_query", "CuPy is not installed")
+    code, out, err = run_cli([verb, "--gpu", "0"], capsys)
+    assert_one_line_error(code, err, "CuPy is not installed")
+
+
+def test_device_query_refuses_a_cpu_or_garbage_id(capsys):
+    code, out, err = run_cli(["device_query", "--gpu", "x"], capsys)
+    assert_one_line_error(code, err, "--gpu 'x'")
+    code, out, err = run_cli(["device_query", "-gpu", "-1"], capsys)
+    assert_one_line_error(code, err, "--gpu -1", "device id")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(CUPY is None, reason="needs CuPy and a CUDA device")
+def test_device_query_lists_the_devices(capsys):
+    count = CUPY.cuda.runtime.getDeviceCount()
+    code, out, err = run_cli(["device_query"], capsys)
+    assert code == 0, err
+    rows = table_rows(out)
+    assert [str(i) for i in range(count)] == [k for k in rows if k.isdigit()]
+    props = CUPY.cuda.runtime.getDeviceProperties(0)
+    assert rows["0"][1] == f"{props['major']}.{props['minor']}"
+    code, out, err = run_cli(["device_query", "--gpu", "0"], capsys)
+    assert code == 0 and "0" in table_rows(out)
+    code, out, err = run_cli(["device_query", "--gpu", str(count)], capsys)
+    assert_one_line_error(code, err, f"--gpu {count}", "no such CUDA device")
