@@ -236,3 +236,83 @@ def test_device_query_lists_the_devices(capsys):
     assert code == 0 and "0" in table_rows(out)
     code, out, err = run_cli(["device_query", "--gpu", str(count)], capsys)
     assert_one_line_error(code, err, f"--gpu {count}", "no such CUDA device")
+
+
+# --------------------------------------------------------------------------- 7. glog flags, --flagfile
+
+GLOG_HABITS = [
+    ["--logtostderr"], ["-logtostderr"], ["-alsologtostderr"], ["--alsologtostderr=1"], ["--logtostderr=true"],
+    ["--nologtostderr"], ["-colorlogtostderr"], ["--v=2"], ["-v", "1"], ["-v=3"], ["--v", "0"],
+    ["--minloglevel=1"], ["-minloglevel", "0"], ["--stderrthreshold=0"], ["-log_dir=/tmp"], ["--log-dir", "/tmp"],
+    ["--vmodule=net=2"], ["--logbufsecs=0"], ["--undefok=foo"],
+]
+
+
+@pytest.mark.parametrize("habit", GLOG_HABITS, ids=" ".join)
+def test_glog_flags_are_accepted_anywhere_and_ignored(g, capsys, habit):
+    args = ["info", "-m", g.net]
+    code, plain, err = run_cli(args, capsys)
+    assert code == 0, err
+    for line in (habit + args, args[:1] + habit + args[1:], args + habit):
+        code, out, err = run_cli(line, capsys)
+        assert code == 0, (line, err)
+        assert out == plain and err == "", line
+
+
+def test_glog_flags_do_not_reach_past_a_double_dash(g, capsys):
+    from ristretto_cli.cli import expand_gflags
+
+    assert expand_gflags(["-v", "2", "info", "--", "--logtostderr"]) == ["info", "--", "--logtostderr"]
+    assert expand_gflags(["info", "-m", "-1", "--gpu", "-1"]) == ["info", "-m", "-1", "--gpu", "-1"]
+
+
+def test_flagfile_flags_are_read_in_place(g, tmp_path, capsys):
+    flags = tmp_path / "test.flags"
+    flags.write_text(f"# the model to score\n\n  --model={g.net}\n-weights={g.weights}\n"
+                     "--logtostderr\n--iterations=1\n")
+    code, expected, err = run_cli(["test", "-m", g.net, "-w", g.weights, "-i", "1"], capsys)
+    assert code == 0, err
+    for line in (["test", f"--flagfile={flags}"], ["test", "-flagfile", flags], [f"-flagfile={flags}", "test"],
+                 ["--debug", "test", "--flagfile", flags]):
+        code, out, err = run_cli(line, capsys)
+        assert code == 0, (line, err)
+        assert out == expected, line
+    # flags after --flagfile win, as later flags do in gflags
+    code, out, err = run_cli(["test", f"--flagfile={flags}", "--iterations=2"], capsys)
+    assert code == 0 and "mean over 2 batches" in out, err
+
+
+def test_flagfile_program_filters_and_nesting(g, tmp_path, capsys):
+    inner = tmp_path / "inner.flags"
+    inner.write_text(f"--model={g.net}\n")
+    outer = tmp_path / "outer.flags"
+    outer.write_text(f"--flagfile={inner}\nconvert_imageset\n--nonsense=1\ncaffe ristretto\n--phase=TRAIN\n")
+    from ristretto_cli.cli import expand_gflags
+
+    assert expand_gflags(["info", f"--flagfile={outer}"]) == ["info", f"--model={g.net}", "--phase=TRAIN"]
+    code, out, err = run_cli(["info", f"--flagfile={outer}"], capsys)
+    assert code == 0 and "(TRAIN" in out, err
+
+
+def test_missing_or_looping_flagfile_is_one_error(g, tmp_path, capsys):
+    missing = tmp_path / "missing.flags"
+    code, out, err = run_cli(["test", f"--flagfile={missing}"], capsys)
+    assert_one_line_error(code, err, f"--flagfile {missing}: no such file")
+    code, out, err = run_cli(["test", "-m", g.net, "--flagfile"], capsys)
+    assert_one_line_error(code, err, "--flagfile", "needs a file name")
+    code, out, err = run_cli(["test", f"--flagfile={tmp_path}"], capsys)
+    assert_one_line_error(code, err, str(tmp_path), "directory")
+    loop = tmp_path / "loop.flags"
+    loop.write_text(f"--flagfile={loop}\n")
+    code, out, err = run_cli(["test", f"--flagfile={loop}"], capsys)
+    assert_one_line_error(code, err, str(loop), "includes itself")
+
+
+def test_flags_before_the_verb_work_as_in_caffe(g, capsys):
+    code, expected, err = run_cli(["info", "-m", g.net, "--phase", "TRAIN"], capsys)
+    assert code == 0, err
+    for line in ([f"-model={g.net}", "info", "--phase=TRAIN"], ["--model", g.net, "-phase", "TRAIN", "info"],
+                 ["--debug", f"--model={g.net}", "info", "--phase=TRAIN"]):
+        code, out, err = run_cli(line, capsys)
+        assert code == 0, (line, err)
+        assert out == expected
