@@ -316,3 +316,151 @@ def test_flags_before_the_verb_work_as_in_caffe(g, capsys):
         code, out, err = run_cli(line, capsys)
         assert code == 0, (line, err)
         assert out == expected
+
+
+# --------------------------------------------------------------------------- 9. forward reshapes the net
+
+# LeNet as deployed (batch 64), with an LRN and a two-branch Concat between the convolutions
+LENET_DEPLOY = '''name: "lenet_deploy"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 64 dim: 1 dim: 28 dim: 28 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 8 kernel_size: 5 weight_filler { type: "xavier" }
+                            bias_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "norm1" type: "LRN" bottom: "pool1" top: "norm1" lrn_param { local_size: 3 alpha: 0.1 beta: 0.75 } }
+layer { name: "conv2a" type: "Convolution" bottom: "norm1" top: "conv2a"
+        convolution_param { num_output: 6 kernel_size: 5 weight_filler { type: "xavier" } } }
+layer { name: "conv2b" type: "Convolution" bottom: "norm1" top: "conv2b"
+        convolution_param { num_output: 4 kernel_size: 5 weight_filler { type: "xavier" } } }
+layer { name: "concat" type: "Concat" bottom: "conv2a" bottom: "conv2b" top: "conv2" }
+layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2" pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "pool2" top: "ip1"
+        inner_product_param { num_output: 20 weight_filler { type: "xavier" } bias_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
+layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
+        inner_product_param { num_output: 10 weight_filler { type: "xavier" } } }
+layer { name: "prob" type: "Softmax" bottom: "ip2" top: "prob" }
+'''
+
+# fully convolutional: every layer follows a new plane size
+FULLY_CONV = '''name: "fcn"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 16 dim: 16 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 6 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+        pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "norm1" type: "LRN" bottom: "pool1" top: "norm1" lrn_param { local_size: 5 alpha: 0.01 beta: 0.75 } }
+layer { name: "conv2" type: "Convolution" bottom: "norm1" top: "conv2"
+        convolution_param { num_output: 4 kernel_size: 1 weight_filler { type: "xavier" } } }
+layer { name: "concat" type: "Concat" bottom: "conv2" bottom: "norm1" top: "cat" }
+layer { name: "score" type: "Convolution" bottom: "cat" top: "score"
+        convolution_param { num_output: 5 kernel_size: 1 weight_filler { type: "xavier" } } }
+layer { name: "prob" type: "Softmax" bottom: "score" top: "prob" }
+'''
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory):
+    d = tmp_path_factory.mktemp("reshape")
+    ns = SimpleNamespace(dir=d)
+    for name, text in (("lenet", LENET_DEPLOY), ("fcn", FULLY_CONV)):
+        model = d / f"{name}.prototxt"
+        model.write_text(text)
+        assert run_cli(["init", "-m", model, "-o", d / f"{name}.caffemodel", "--seed", "4"]) == 0
+        setattr(ns, name, (str(model), str(d / f"{name}.caffemodel")))
+    return ns
+
+
+def test_forward_a_smaller_batch_gives_the_same_per_image_outputs(nets, tmp_path, capsys):
+    model, weights = nets.lenet
+    rng = np.random.default_rng(2)
+    full = rng.normal(size=(64, 1, 28, 28)).astype(np.float32)
+    np.save(tmp_path / "full.npy", full)
+    np.save(tmp_path / "three.npy", full[:3])
+    code, _, err = run_cli(["forward", "-m", model, "-w", weights, "--input", f"data={tmp_path / 'full.npy'}",
+                            "-o", tmp_path / "full.npz"], capsys)
+    assert code == 0 and "reshaped" not in err, err
+    code, _, err = run_cli(["forward", "-m", model, "-w", weights, "--input", f"data={tmp_path / 'three.npy'}",
+                            "-o", tmp_path / "three.npz"], capsys)
+    assert code == 0, err
+    assert "(64, 1, 28, 28) -> (3, 1, 28, 28)" in err
+    a, b = np.load(tmp_path / "full.npz"), np.load(tmp_path / "three.npz")
+    assert sorted(a.files) == sorted(b.files)
+    for name in a.files:
+        assert b[name].shape == (3,) + a[name].shape[1:], name
+        np.testing.assert_allclose(b[name], a[name][:3], rtol=2e-5, atol=1e-6, err_msg=name)
+
+
+def test_net_reshape_follows_the_batch_and_keeps_the_weights(nets, backend):
+    from ristretto_cli.net.loading import load_net
+
+    model, weights = nets.lenet
+    net = load_net(model, weights, "TEST", backend)
+    ref = load_net(model, weights, "TEST", backend)
+    declared = dict(net.blob_shapes)
+    x = np.random.default_rng(3).normal(size=(64, 1, 28, 28)).astype(np.float32)
+    net.reshape({"data": (5, 1, 28, 28)})
+    for name, shape in declared.items():
+        assert net.blob_shapes[name] == (5,) + shape[1:], name
+    out = net.forward({"data": backend.asarray(x[:5])})
+    expected = ref.forward({"data": backend.asarray(x)})
+    np.testing.assert_allclose(backend.to_numpy(out["prob"]), backend.to_numpy(expected["prob"])[:5],
+                               rtol=2e-5, atol=1e-7)
+    net.reshape({"data": (64, 1, 28, 28)})  # and back
+    assert net.blob_shapes == declared
+
+
+def test_net_reshape_of_a_fully_convolutional_net_to_another_plane(nets, backend, tmp_path):
+    from ristretto_cli.net.loading import load_net
+
+    model, weights = nets.fcn
+    declared_there = tmp_path / "fcn_2x20x24.prototxt"
+    declared_there.write_text(FULLY_CONV.replace("dim: 1 dim: 3 dim: 16 dim: 16", "dim: 2 dim: 3 dim: 20 dim: 24"))
+    net = load_net(model, weights, "TEST", backend)
+    ref = load_net(str(declared_there), weights, "TEST", backend)
+    net.reshape({"data": (2, 3, 20, 24)})
+    assert net.blob_shapes == ref.blob_shapes
+    assert net.blob_shapes["prob"] == (2, 5, 10, 12)  # Caffe's ceil-mode pooling
+    x = backend.asarray(np.random.default_rng(5).normal(size=(2, 3, 20, 24)).astype(np.float32))
+    out, expected = net.forward({"data": x}), ref.forward({"data": x})
+    for name in ref.blobs:
+        np.testing.assert_array_equal(backend.to_numpy(net.blobs[name]), backend.to_numpy(ref.blobs[name]))
+    assert out.keys() == expected.keys()
+
+
+def test_forward_a_fully_convolutional_net_on_a_larger_image(nets, tmp_path, capsys):
+    model, weights = nets.fcn
+    np.save(tmp_path / "big.npy", np.random.default_rng(6).normal(size=(1, 3, 33, 17)).astype(np.float32))
+    code, _, err = run_cli(["forward", "-m", model, "-w", weights, "--input", f"data={tmp_path / 'big.npy'}",
+                            "-o", tmp_path / "big.npz"], capsys)
+    assert code == 0, err
+    assert np.load(tmp_path / "big.npz")["prob"].shape == (1, 5, 16, 8)
+
+
+@pytest.mark.parametrize("shape, parts", [
+    ((3, 1, 32, 32), ["layer 'ip1' (InnerProduct)", "the weights expect 160", "(3, 10, 5, 5)",
+                      "(64, 10, 4, 4) as declared"]),
+    ((3, 2, 28, 28), ["layer 'conv1' (Convolution)", "2 channels", "(3, 2, 28, 28)", "(64, 1, 28, 28)"]),
+    ((3, 1, 6, 6), ["layer 'conv2a' (Convolution)", "(3, 8, 1, 1)"]),
+    ((3, 28, 28), ["layer 'conv1' (Convolution)", "3 axes"]),
+])
+def test_forward_an_incompatible_shape_is_one_line_naming_layer_and_shapes(nets, tmp_path, capsys, shape, parts):
+    model, weights = nets.lenet
+    np.save(tmp_path / "x.npy", np.zeros(shape, np.float32))
+    code, out, err = run_cli(["forward", "-m", model, "-w", weights, "--input", f"data={tmp_path / 'x.npy'}",
+                              "-o", tmp_path / "out.npz"], capsys)
+    assert_one_line_error(code, err, f"--input data={tmp_path / 'x.npy'}", f"shape {shape}", *parts)
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_net_reshape_refuses_what_is_no_input_and_leaves_the_net_as_it_was(nets):
+    from ristretto_cli.net.loading import load_net
+
+    model, weights = nets.lenet
+    net = load_net(model, weights)
+    declared = dict(net.blob_shapes)
+    with pytest.raises(RistrettoError, match="no input blob 'conv1'"):
+        net.reshape({"conv1": (1, 8, 24, 24)})
+    with pytest.raises(RistrettoError, match=r"layer 'ip1'.*\(64, 10, 4, 4\) as declared"):
+        net.reshape({"data": (64, 1, 32, 32)})
+    assert net.blob_shapes == declared

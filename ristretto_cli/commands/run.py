@@ -88,20 +88,17 @@ def _parse_input(spec: str) -> tuple[str, str, np.ndarray]:
 
 
 def _check_feeds(net, model: str, specs) -> dict:
-    """The fed arrays by blob, after checking that each names an input blob of the net, has
-    its shape, and that no bottomless layer is fed only some of its tops."""
-    feeds = {}
+    """The fed arrays by blob, after checking that each names an input blob of the net and
+    that no bottomless layer is fed only some of its tops. Arrays of another shape than
+    the prototxt declares reshape the net (all together), as Caffe's Net::Reshape does."""
+    feeds, where = {}, {}
     for blob, path, array in specs:
-        where = f"--input {blob}={path}"
+        where[blob] = f"--input {blob}={path}"
         if blob in feeds:
-            raise RistrettoError(f"{where}: blob '{blob}' is given twice")
+            raise RistrettoError(f"{where[blob]}: blob '{blob}' is given twice")
         if blob not in net.inputs:
-            raise RistrettoError(f"{where}: {model} has no input blob '{blob}'; its inputs are "
+            raise RistrettoError(f"{where[blob]}: {model} has no input blob '{blob}'; its inputs are "
                                  f"{', '.join(net.inputs) or 'none'}")
-        expected = tuple(net.blob_shapes[blob])
-        if tuple(array.shape) != expected:
-            raise RistrettoError(f"{where}: shape {tuple(array.shape)} does not match the net's blob '{blob}' "
-                                 f"of shape {expected}")
         feeds[blob] = array
     for i, tops in enumerate(net.top_names):
         fed = [t for t in tops if t in feeds]
@@ -111,6 +108,17 @@ def _check_feeds(net, model: str, specs) -> dict:
                                  f"{', '.join(missing)} too (or none of them)")
         if not fed and net.layers[i].type == "Input":
             ui.log(f"--input: {', '.join(tops)} not given; the Input layer '{net.layer_names[i]}' gives zeros")
+    changed = {b: tuple(a.shape) for b, a in feeds.items() if tuple(a.shape) != tuple(net.blob_shapes[b])}
+    if changed:
+        declared = {b: tuple(net.blob_shapes[b]) for b in changed}
+        try:
+            net.reshape({b: tuple(a.shape) for b, a in feeds.items()})
+        except RistrettoError as exc:
+            fed = ", ".join(f"{where[b]}: cannot reshape the net's blob '{b}' of shape {declared[b]} to shape {s}"
+                            for b, s in changed.items())
+            raise RistrettoError(f"{fed}: {exc}") from None
+        ui.log("reshaped the net to the fed arrays: " + ", ".join(
+            f"{b} {declared[b]} -> {s}" for b, s in changed.items()))
     return feeds
 
 
