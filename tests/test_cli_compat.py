@@ -326,16 +326,19 @@ layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 64 dim
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
         convolution_param { num_output: 8 kernel_size: 5 weight_filler { type: "xavier" }
                             bias_filler { type: "gaussian" std: 0.1 } } }
-layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
 layer { name: "norm1" type: "LRN" bottom: "pool1" top: "norm1" lrn_param { local_size: 3 alpha: 0.1 beta: 0.75 } }
 layer { name: "conv2a" type: "Convolution" bottom: "norm1" top: "conv2a"
         convolution_param { num_output: 6 kernel_size: 5 weight_filler { type: "xavier" } } }
 layer { name: "conv2b" type: "Convolution" bottom: "norm1" top: "conv2b"
         convolution_param { num_output: 4 kernel_size: 5 weight_filler { type: "xavier" } } }
 layer { name: "concat" type: "Concat" bottom: "conv2a" bottom: "conv2b" top: "conv2" }
-layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2" pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
+layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2"
+        pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
 layer { name: "ip1" type: "InnerProduct" bottom: "pool2" top: "ip1"
-        inner_product_param { num_output: 20 weight_filler { type: "xavier" } bias_filler { type: "gaussian" std: 0.1 } } }
+        inner_product_param { num_output: 20 weight_filler { type: "xavier" }
+                              bias_filler { type: "gaussian" std: 0.1 } } }
 layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
 layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
         inner_product_param { num_output: 10 weight_filler { type: "xavier" } } }

@@ -142,7 +142,9 @@ class Net:
         runs in order on the new bottom shapes and ``blob_shapes`` follows. A batch
         change only changes the batch axis; a shape the parameters cannot take (another
         fan-in for an InnerProduct, other channels for a Convolution) is a one-line error
-        naming the layer and both shapes, and leaves the net as it was."""
+        naming the layer and both shapes, and leaves the net as it was. Feed arrays of
+        the new shapes to the next ``forward`` (an unfed Input layer still gives zeros of
+        its declared shape)."""
         shapes = {name: tuple(int(d) for d in s) for name, s in input_shapes.items()}
         for name in shapes:
             if name not in self.inputs:
