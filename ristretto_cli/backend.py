@@ -95,6 +95,40 @@ def get_backend(gpu: int | None = None, seed: int | None = None) -> Backend:
     return Backend(cupy, seed, device=gpu)
 
 
+def cuda_devices(ids=None) -> list[dict]:
+    """The CUDA devices CuPy sees, like Caffe's ``device_query``: for each of ``ids`` (all
+    when None) its id, name, compute capability, total memory in bytes, multiprocessors and
+    clock rate. A one-line error without CuPy, without a device, or for an absent id."""
+    try:
+        import cupy
+    except ImportError as exc:
+        raise RistrettoError(f"device_query: CuPy is not installed ({exc}); "
+                             f"install it with pip install -e '.[gpu]'") from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # pragma: no cover - depends on the machine (no driver, no device)
+        raise RistrettoError(f"device_query: no CUDA device ({' '.join(str(exc).split())})") from None
+    if count < 1:  # pragma: no cover - depends on the machine
+        raise RistrettoError("device_query: no CUDA device")
+    ids = list(range(count)) if ids is None else list(ids)
+    out = []
+    for i in ids:
+        if not 0 <= i < count:
+            raise RistrettoError(f"--gpu {i}: no such CUDA device; this machine has "
+                                 f"{count} (ids 0..{count - 1})")
+        p = cupy.cuda.runtime.getDeviceProperties(i)
+        name = p.get("name", b"")
+        out.append({
+            "id": i,
+            "name": name.decode(errors="replace") if isinstance(name, bytes) else str(name),
+            "compute_capability": f"{p.get('major', '?')}.{p.get('minor', '?')}",
+            "total_memory": int(p.get("totalGlobalMem", 0)),
+            "multiprocessors": int(p.get("multiProcessorCount", 0)),
+            "clock_khz": int(p.get("clockRate", 0)),
+        })
+    return out
+
+
 _default = Backend(np)
 
 

@@ -1,6 +1,7 @@
 """The `ristretto` command line: one click group, thin commands over the library."""
 from __future__ import annotations
 
+import fnmatch
 import sys
 import traceback
 
@@ -17,6 +18,92 @@ class DashUnderscoreGroup(click.Group):
 
     def get_command(self, ctx, name):
         return super().get_command(ctx, name.replace("_", "-")) or super().get_command(ctx, name)
+
+
+# Flags that glog and gflags define, which the original's users pass out of habit
+# (`GLOG_logtostderr=1 caffe train -alsologtostderr ...`). We log through Python's
+# logging to stderr anyway, so they are accepted anywhere on the line and ignored.
+GLOG_BOOL_FLAGS = frozenset({
+    "logtostderr", "alsologtostderr", "colorlogtostderr", "log_prefix", "drop_log_memory",
+    "stop_logging_if_full_disk", "timestamp_in_logfile_name", "symbolize_stacktrace", "logtosyslog",
+    "log_utc_time", "log_year_in_prefix"})
+GLOG_VALUE_FLAGS = frozenset({
+    "stderrthreshold", "minloglevel", "v", "vmodule", "log_dir", "log_link", "logbuflevel", "logbufsecs",
+    "max_log_size", "logemaillevel", "alsologtoemail", "logmailer", "log_backtrace_at", "logfile_mode",
+    # gflags' own: environment and unknown-flag handling
+    "fromenv", "tryfromenv", "undefok"})
+# the program names a flagfile's "program filter" lines may name (gflags: globs)
+FLAGFILE_PROGRAMS = ("ristretto", "caffe", "caffe.bin")
+
+
+def _gflag(arg: str) -> tuple[str, str | None] | None:
+    """(name with underscores, value or None) of a `-name[=v]` / `--name[=v]` argument;
+    None for what is not such a flag (values, negative numbers, `--`)."""
+    if not arg.startswith("-") or arg == "--":
+        return None
+    body = arg[2:] if arg.startswith("--") else arg[1:]
+    if not body or not body[0].isalpha():
+        return None
+    name, eq, value = body.partition("=")
+    return name.replace("-", "_"), (value if eq else None)
+
+
+def read_flagfile(path: str, _open: tuple = ()) -> list[str]:
+    """The flags of a gflags flagfile: one flag per line (`--name=value`), `#` comments and
+    blank lines skipped; a line not starting with '-' names the programs (globs) the
+    flags after it are for, as in gflags. Nested --flagfile lines are expanded too."""
+    if path in _open:
+        raise RistrettoError(f"--flagfile {path}: includes itself (through {' -> '.join(_open)})")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise RistrettoError(f"--flagfile {path}: no such file") from None
+    except IsADirectoryError:
+        raise RistrettoError(f"--flagfile {path}: is a directory, not a flagfile") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RistrettoError(f"--flagfile {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    flags, applies = [], True
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not line.startswith("-"):
+            applies = any(fnmatch.fnmatch(prog, pattern) for pattern in line.split() for prog in FLAGFILE_PROGRAMS)
+            continue
+        if applies:
+            flags.append(line)
+    return expand_gflags(flags, _open + (path,))
+
+
+def expand_gflags(args: list[str], _open: tuple = ()) -> list[str]:
+    """Read `--flagfile=FILE` (or `--flagfile FILE`) in place, and drop glog's flags
+    (`--logtostderr`, `-alsologtostderr`, `--v=2`, `-v 2`, `--nologtostderr`, ...).
+    Nothing after `--` is touched."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            out.extend(args[i:])
+            break
+        flag = _gflag(arg)
+        name, value = flag if flag else (None, None)
+        if name == "flagfile":
+            if value is None:
+                if i + 1 >= len(args):
+                    raise RistrettoError("--flagfile: needs a file name (--flagfile=FILE)")
+                value, i = args[i + 1], i + 1
+            out.extend(read_flagfile(value, _open))
+        elif name in GLOG_BOOL_FLAGS or (name and name.startswith("no") and name[2:] in GLOG_BOOL_FLAGS):
+            pass
+        elif name in GLOG_VALUE_FLAGS:
+            if value is None:
+                i += 1  # gflags: `-v 2` takes the next argument as the value
+        else:
+            out.append(arg)
+        i += 1
+    return out
 
 
 def normalize_flag_spelling(args: list[str]) -> list[str]:
@@ -53,6 +140,23 @@ for _m in (run_commands, convert, quantize, finetune, demo):
         cli.add_command(_cmd)
 
 
+GROUP_FLAGS = frozenset({"--debug", "--version", "--help", "-h"})
+
+
+def flags_after_verb(args: list[str]) -> list[str]:
+    """Move a command's flags given before its verb to just after it, as gflags allows
+    (`caffe --model=m.prototxt test`); the group's own flags stay in front."""
+    names = set(cli.commands)
+    verb = next((k for k, a in enumerate(args) if a.replace("_", "-") in names or a in names), None)
+    if not verb or isinstance(cli.commands.get(args[verb].replace("_", "-")), click.Group):
+        return args
+    if "--" in args[:verb]:
+        return args
+    front = [a for a in args[:verb] if a in GROUP_FLAGS]
+    moved = [a for a in args[:verb] if a not in GROUP_FLAGS]
+    return front + [args[verb]] + moved + args[verb + 1:]
+
+
 def usage_error_line(exc: click.ClickException) -> str:
     """One line for a click error: the command, what is wrong, where help is."""
     ctx = getattr(exc, "ctx", None)
@@ -66,7 +170,12 @@ def usage_error_line(exc: click.ClickException) -> str:
 def run(argv: list[str] | None = None) -> int:
     """Run one command line and return its exit status (0, 2 for bad input, 130 when
     interrupted); errors become one line on stderr. Never raises SystemExit."""
-    args = normalize_flag_spelling(list(sys.argv[1:] if argv is None else argv))
+    try:
+        args = normalize_flag_spelling(expand_gflags(list(sys.argv[1:] if argv is None else argv)))
+    except RistrettoError as exc:
+        click.echo(f"ristretto: error: {exc}", err=True)
+        return 2
+    args = flags_after_verb(args)
     # --debug works anywhere on the line (`ristretto info --debug ...` too).
     cut = args.index("--") if "--" in args else len(args)
     debug = "--debug" in args[:cut]

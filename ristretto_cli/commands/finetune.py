@@ -6,27 +6,11 @@ import os
 import click
 
 from . import ui
+from .options import gpu_option, level_option, split_stages, stage_option
 from ..errors import RistrettoError
 from ..proto import caffe_pb2
 from ..solvers.signals import EFFECTS
 from ..solvers.solver import Solver
-
-
-def parse_gpu(value: str | None) -> int | None:
-    """Caffe's --gpu: an id, -1 (CPU), 'all' or 'a,b' (we use one device: the first)."""
-    if value is None or value == "":
-        return None
-    text = value.strip().lower()
-    if text == "all":
-        return 0
-    first = text.split(",")[0].strip()
-    try:
-        gpu = int(first)
-    except ValueError:
-        raise RistrettoError(f"--gpu {value!r}: expected a device id, -1 or 'all'") from None
-    if "," in text:
-        ui.log(f"--gpu {value}: training uses one device; using {gpu}")
-    return None if gpu < 0 else gpu
 
 
 def _summary(solver: Solver, result, solver_path: str) -> list[str]:
@@ -57,12 +41,12 @@ def _summary(solver: Solver, result, solver_path: str) -> list[str]:
               help="Caffemodel(s) to start from, copied by layer name; 'a,b' for several.")
 @click.option("--snapshot", default=None, metavar="X.solverstate",
               help="Resume training from this solver state (not together with --weights).")
-@click.option("--gpu", default=None, help="CUDA device id (needs CuPy); omit or -1 for the CPU.")
+@gpu_option
 @click.option("--trim-activations", is_flag=True,
               help="Also trim activations of Ristretto layers in the TRAIN phase (off by default).")
 @click.option("--snapshot-prefix", default=None, help="Override the solver's snapshot_prefix.")
-@click.option("--level", type=int, default=0, show_default=True, help="Train net state level (Caffe's --level).")
-@click.option("--stage", "stages", default="", help="Train net state stages, comma separated (Caffe's --stage).")
+@level_option
+@stage_option
 @click.option("--sigint-effect", type=click.Choice(EFFECTS), default="stop", show_default=True,
               help="On Ctrl-C: stop (with a snapshot), snapshot and go on, or ignore.")
 @click.option("--sighup-effect", type=click.Choice(EFFECTS), default="snapshot", show_default=True,
@@ -84,7 +68,7 @@ def finetune(solver_path, weights, snapshot, gpu, trim_activations, snapshot_pre
     for w in (weights or "").split(","):
         if w and not os.path.isfile(w):
             raise RistrettoError(f"{w}: no such weights file (--weights)")
-    device = parse_gpu(gpu)
+    device = gpu
     from ..caffe.prototxt import read_solver
 
     param = read_solver(solver_path)
@@ -92,7 +76,7 @@ def finetune(solver_path, weights, snapshot, gpu, trim_activations, snapshot_pre
         ui.log(f"{solver_path}: solver_mode GPU; running on the CPU (pass --gpu ID to use CUDA)")
     with ui.progress_callback("finetune") as on_progress:
         solver = Solver(param, source=solver_path, gpu=device, level=level,
-                        stages=[s for s in stages.split(",") if s], snapshot_prefix=snapshot_prefix, log=ui.log,
+                        stages=split_stages(stages), snapshot_prefix=snapshot_prefix, log=ui.log,
                         on_progress=on_progress)
         with solver:
             result = _train(solver, trim_activations, snapshot, weights, sigint_effect, sighup_effect)

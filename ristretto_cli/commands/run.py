@@ -16,7 +16,8 @@ from ..errors import RistrettoError
 from ..net.loading import load_net
 from ..net.scoring import score
 from .files import read_npy
-from .options import gpu_option, iterations_option, model_option, phase_option, seed_option, weights_option
+from .options import (gpu_option, iterations_option, level_option, model_option, phase_option, seed_option,
+                      split_stages, stage_option, weights_option)
 
 
 @click.command("benchmark")
@@ -26,11 +27,13 @@ from .options import gpu_option, iterations_option, model_option, phase_option, 
 @gpu_option
 @click.option("--json", "json_out", default=None, help="Also write every figure as JSON to this file ('-': stdout).")
 @seed_option
-def benchmark(model, weights, iterations, gpu, json_out, seed):
+@level_option
+@stage_option
+def benchmark(model, weights, iterations, gpu, json_out, seed, level, stages):
     """Score a net on its data layer, like `caffe test`: every output per batch and on average."""
     if json_out:
         check_output_path(json_out, [model, weights or ""], "--json")
-    net = load_net(model, weights, "TEST", get_backend(gpu, seed))
+    net = load_net(model, weights, "TEST", get_backend(gpu, seed), level=level, stages=split_stages(stages) or None)
     fixed = [net.layer_names[i] for i, l in enumerate(net.layers) if l.type == "Input"]
     if fixed:
         ui.log(f"{model}: Input layer(s) {', '.join(fixed)} give zeros; score a net with a data layer "
@@ -85,20 +88,17 @@ def _parse_input(spec: str) -> tuple[str, str, np.ndarray]:
 
 
 def _check_feeds(net, model: str, specs) -> dict:
-    """The fed arrays by blob, after checking that each names an input blob of the net, has
-    its shape, and that no bottomless layer is fed only some of its tops."""
-    feeds = {}
+    """The fed arrays by blob, after checking that each names an input blob of the net and
+    that no bottomless layer is fed only some of its tops. Arrays of another shape than
+    the prototxt declares reshape the net (all together), as Caffe's Net::Reshape does."""
+    feeds, where = {}, {}
     for blob, path, array in specs:
-        where = f"--input {blob}={path}"
+        where[blob] = f"--input {blob}={path}"
         if blob in feeds:
-            raise RistrettoError(f"{where}: blob '{blob}' is given twice")
+            raise RistrettoError(f"{where[blob]}: blob '{blob}' is given twice")
         if blob not in net.inputs:
-            raise RistrettoError(f"{where}: {model} has no input blob '{blob}'; its inputs are "
+            raise RistrettoError(f"{where[blob]}: {model} has no input blob '{blob}'; its inputs are "
                                  f"{', '.join(net.inputs) or 'none'}")
-        expected = tuple(net.blob_shapes[blob])
-        if tuple(array.shape) != expected:
-            raise RistrettoError(f"{where}: shape {tuple(array.shape)} does not match the net's blob '{blob}' "
-                                 f"of shape {expected}")
         feeds[blob] = array
     for i, tops in enumerate(net.top_names):
         fed = [t for t in tops if t in feeds]
@@ -108,6 +108,17 @@ def _check_feeds(net, model: str, specs) -> dict:
                                  f"{', '.join(missing)} too (or none of them)")
         if not fed and net.layers[i].type == "Input":
             ui.log(f"--input: {', '.join(tops)} not given; the Input layer '{net.layer_names[i]}' gives zeros")
+    changed = {b: tuple(a.shape) for b, a in feeds.items() if tuple(a.shape) != tuple(net.blob_shapes[b])}
+    if changed:
+        declared = {b: tuple(net.blob_shapes[b]) for b in changed}
+        try:
+            net.reshape({b: tuple(a.shape) for b, a in feeds.items()})
+        except RistrettoError as exc:
+            fed = ", ".join(f"{where[b]}: cannot reshape the net's blob '{b}' of shape {declared[b]} to shape {s}"
+                            for b, s in changed.items())
+            raise RistrettoError(f"{fed}: {exc}") from None
+        ui.log("reshaped the net to the fed arrays: " + ", ".join(
+            f"{b} {declared[b]} -> {s}" for b, s in changed.items()))
     return feeds
 
 
@@ -179,45 +190,76 @@ def info(model, weights, phase):
 @model_option
 @weights_option
 @iterations_option
-@phase_option
+@click.option("--phase", type=click.Choice(["TRAIN", "TEST"], case_sensitive=False), default="TRAIN",
+              show_default=True, help="Net phase; TRAIN (Caffe's default) also times the backward pass.")
 @gpu_option
-def time_cmd(model, weights, iterations, phase, gpu):
-    """Average forward time per layer (in TRAIN also the whole backward pass), like `caffe time`."""
+@level_option
+@stage_option
+def time_cmd(model, weights, iterations, phase, gpu, level, stages):
+    """Average forward and backward time per layer, like `caffe time` (backward in the TRAIN phase)."""
     backend = get_backend(gpu)
-    net = load_net(model, weights, phase, backend)
-    fwd = np.zeros(len(net.layers))
+    net = load_net(model, weights, phase, backend, level=level, stages=split_stages(stages) or None)
+    train = phase.upper() == "TRAIN"
+    fwd, bwd = np.zeros(len(net.layers)), np.zeros(len(net.layers))
     clock = _time.perf_counter
     sync = functools.partial(synchronize, backend)
     stamps = {}
 
-    def on_layer(i, layer, names, tops):
-        sync()
-        now = clock()
-        fwd[i] += now - stamps["t"]
-        stamps["t"] = now
+    def timer(totals):
+        def on_layer(i, layer, *_):
+            sync()
+            now = clock()
+            totals[i] += now - stamps["t"]
+            stamps["t"] = now
+        return on_layer
 
-    train = phase.upper() == "TRAIN"
-    bwd = 0.0
+    on_forward, on_backward = timer(fwd), timer(bwd)
+    bwd_total = 0.0
     net.forward()  # warm-up
     with ui.progress("time", iterations) as advance:
         for _ in range(iterations):
+            sync()
             stamps["t"] = clock()
-            net.forward(on_layer=on_layer)
+            net.forward(on_layer=on_forward)
             if train:
                 net.zero_diffs()
-                t0 = clock()
-                net.backward()
                 sync()
-                bwd += clock() - t0
+                t0 = stamps["t"] = clock()
+                net.backward(on_layer=on_backward)
+                sync()
+                bwd_total += clock() - t0
             advance()
-    rows = [[l.name, l.type, 1000 * fwd[i] / iterations] for i, l in enumerate(net.layers)]
-    rows.append(["forward", "", 1000 * fwd.sum() / iterations])
+    ms = 1000 / iterations
     if train:
-        rows.append(["backward", "", 1000 * bwd / iterations])
-        rows.append(["forward-backward", "", 1000 * (fwd.sum() + bwd) / iterations])
-    ui.table(f"{net.name or model}: ms per batch ({iterations} iterations)", ["layer", "type", "ms"], rows)
+        rows = [[l.name, l.type, ms * fwd[i], ms * bwd[i]] for i, l in enumerate(net.layers)]
+        rows.append(["forward", "", ms * fwd.sum(), ""])
+        rows.append(["backward", "", "", ms * bwd_total])
+        rows.append(["forward-backward", "", ms * (fwd.sum() + bwd_total), ""])
+        columns = ["layer", "type", "forward ms", "backward ms"]
+    else:
+        rows = [[l.name, l.type, ms * fwd[i]] for i, l in enumerate(net.layers)]
+        rows.append(["forward", "", ms * fwd.sum()])
+        columns = ["layer", "type", "forward ms"]
+    ui.table(f"{net.name or model} ({phase.upper()}): ms per batch, mean of {iterations} iterations", columns, rows)
+
+
+@click.command("device-query")
+@click.option("--gpu", default=None, metavar="ID|all|A,B", help="Device(s) to list; default: every device.")
+def device_query(gpu):
+    """List the CUDA devices CuPy sees (id, name, compute capability, memory), like
+    `caffe device_query`."""
+    from ..backend import cuda_devices
+    from .options import parse_gpu_list
+
+    ids = parse_gpu_list(gpu)
+    if gpu not in (None, "") and ids is None:
+        raise RistrettoError(f"--gpu {gpu}: device_query needs a device id, a list like 0,1 or 'all'")
+    devices = cuda_devices(None if ids in (None, "all") else ids)
+    rows = [[d["id"], d["name"], d["compute_capability"], f"{d['total_memory'] / 2**30:.1f} GiB",
+             d["multiprocessors"], f"{d['clock_khz'] / 1000:.0f} MHz"] for d in devices]
+    ui.table("CUDA devices", ["id", "name", "compute capability", "total memory", "multiprocessors", "clock"], rows)
 
 
 benchmark_alias = click.Command("test", params=benchmark.params, callback=benchmark.callback,
                                 help="Alias of `benchmark` (Caffe's verb).")
-COMMANDS = [benchmark, benchmark_alias, forward, init, info, time_cmd]
+COMMANDS = [benchmark, benchmark_alias, forward, init, info, time_cmd, device_query]

@@ -138,6 +138,52 @@ class Net:
         except KeyError:
             raise RistrettoError(f"net '{self.name}' has no layer '{name}'") from None
 
+    def reshape(self, input_shapes: dict) -> None:
+        """Follow new input shapes, like Caffe's ``Net::Reshape``: ``input_shapes`` gives
+        {input blob: shape} (all the inputs that change, together); every layer's
+        ``reshape`` (pure shape inference; ``setup`` is not re-run, the parameters stay)
+        runs in order on the new bottom shapes and ``blob_shapes`` follows. A batch
+        change only changes the batch axis; a shape the parameters cannot take (another
+        fan-in for an InnerProduct, other channels for a Convolution) is a one-line error
+        naming the layer and both shapes, and leaves the net as it was. Feed arrays of
+        the new shapes to the next ``forward`` (an unfed Input layer still gives zeros of
+        its declared shape)."""
+        shapes = {name: tuple(int(d) for d in s) for name, s in input_shapes.items()}
+        for name in shapes:
+            if name not in self.inputs:
+                raise RistrettoError(f"{self._where()}no input blob '{name}' to reshape; its inputs are "
+                                     f"{', '.join(self.inputs) or 'none'}")
+        fed = ", ".join(f"{n} {s}" for n, s in shapes.items())
+        new: dict[str, tuple] = {}
+        for i, layer in enumerate(self.layers):
+            bnames, tnames = self.bottom_names[i], self.top_names[i]
+            given = [t for t in tnames if t in shapes]
+            if given and len(given) < len(tnames):
+                raise layer.error(f"makes {', '.join(tnames)}; give shapes for all of them, not only "
+                                  f"{', '.join(given)}")
+            if given:
+                top_shapes = [shapes[t] for t in tnames]
+            else:
+                bottom_shapes = [new[b] for b in bnames]
+                try:
+                    top_shapes = layer.reshape(bottom_shapes)
+                except RistrettoError as exc:
+                    now = "; ".join(f"bottom '{b}' {new[b]} after reshaping, {self.blob_shapes[b]} as declared"
+                                    for b in bnames)
+                    raise RistrettoError(f"{self._where()}{exc} ({now})") from None
+            for t, s in zip(tnames, top_shapes):
+                s = tuple(int(d) for d in s)
+                if any(d <= 0 for d in s):
+                    raise RistrettoError(f"{self._where()}{layer.error(f'top {t!r} would have shape {s}')} "
+                                         f"with inputs {fed}")
+                new[t] = s
+        self.blob_shapes.update(new)
+        self.blobs = {}
+        self._saved = [None] * len(self.layers)
+
+    def _where(self) -> str:
+        return "" if self.source in ("<net>", "") else f"{self.source}: "
+
     # -- execution ---------------------------------------------------------
     def forward(self, inputs: dict | None = None, *, start: int = 0, end: int | None = None,
                 on_layer: Callable | None = None, keep_for_backward: bool | None = None) -> dict:
@@ -202,10 +248,12 @@ class Net:
                 need_blob.update(self.top_names[i])
         return out
 
-    def backward(self) -> dict:
+    def backward(self, *, on_layer: Callable | None = None) -> dict:
         """Back-propagate from the loss-weighted tops; parameter gradients accumulate
         into each layer's ``diffs`` (call ``zero_diffs`` between iterations). Returns
-        the gradient of every blob that got one."""
+        the gradient of every blob that got one. ``on_layer(i, layer, bottom_names,
+        bottom_diffs)`` is called right after each layer's backward runs (layers that
+        get no gradient are skipped), mirroring ``forward``'s."""
         xp = self.xp
         diffs: dict = {}
         for name, w in self.loss_weights.items():
@@ -238,6 +286,8 @@ class Net:
                 if d is None or not p:
                     continue
                 diffs[b] = d if b not in diffs else diffs[b] + d
+            if on_layer is not None:
+                on_layer(i, layer, bnames, bdiffs)
         for (li, pi), (owner, oi) in self._shared.items():
             sharer = self.layers[li]
             owner.diffs[oi] += sharer.diffs[pi].reshape(owner.diffs[oi].shape)
