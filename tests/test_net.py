@@ -65,6 +65,20 @@ def test_phase_rules_filter_layers():
     assert names(Net(parse(text), "TEST", be, level=2)) == ["in", "test_only"]
 
 
+def test_given_stages_add_to_the_prototxt_state_like_caffe():
+    text = """
+    state { stage: "a" }
+    layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 } } }
+    layer { name: "need_a" type: "ReLU" bottom: "x" top: "y" include { stage: "a" } }
+    layer { name: "need_b" type: "TanH" bottom: "x" top: "z" include { stage: "b" } }
+    layer { name: "need_ab" type: "AbsVal" bottom: "x" top: "w" include { stage: "a" stage: "b" } }
+    """
+    be = Backend(np, 0)
+    assert Net(parse(text), "TEST", be).layer_names == ["in", "need_a"]
+    names = Net(parse(text), "TEST", be, stages=["b"]).layer_names
+    assert [n for n in names if n.startswith("need")] == ["need_a", "need_b", "need_ab"]
+
+
 def test_forward_backward_against_hand_computation(backend):
     net = Net(parse(BRANCHY), "TRAIN", backend)
     host = backend.to_numpy

@@ -51,7 +51,11 @@ def _phase(phase) -> int:
 
 
 class Net:
-    """A Caffe network built for one phase on one backend."""
+    """A Caffe network built for one phase on one backend.
+
+    ``level`` replaces the prototxt's ``state { level }`` when given; ``stages`` are added
+    to its ``state { stage }`` entries, as Caffe's ``Net(file, phase, level, &stages)``.
+    """
 
     def __init__(self, param, phase="TEST", backend: Backend | None = None, level: int | None = None,
                  stages=None, source: str = "<net>"):
@@ -68,7 +72,7 @@ class Net:
         self.phase = _phase(phase)
         self.source = source
         level = param.state.level if level is None else level
-        stages = tuple(param.state.stage) if stages is None else tuple(stages)
+        stages = tuple(param.state.stage) + tuple(stages or ())  # Caffe's Net adds the given stages
         self.name = param.name
         self.param = filter_net(param, self.phase, level, stages)  # what to_proto writes back
         built = insert_splits(self.param)
