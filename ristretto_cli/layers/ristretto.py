@@ -22,8 +22,9 @@ forwards (the quantize search, whose weights do not change while it scores).
 Every ``quantization_param`` field is applied, defaults included (bw 32 / fl 16
 still rounds activations to 2^-16 and saturates them at +-32768; DESIGN.md 5).
 
-LRNRistretto trims every intermediate of cross-channel LRN to minifloat in the
-TEST phase (as the original's CUDA kernel does) and is the float LRN in TRAIN.
+LRNRistretto trims every intermediate of cross-channel LRN to minifloat in every
+phase (as the original's CUDA kernel does); its backward is the float LRN gradient at
+the trimmed top and scale.
 """
 from __future__ import annotations
 
