@@ -43,6 +43,32 @@ def _repeated(cp, name: str, n_spatial: int, default: int, layer: Layer) -> tupl
     return tuple(int(values[0 if len(values) == 1 else i]) for i in range(n_spatial))
 
 
+def conv_geometry(cp, bottom_shape, layer: Layer) -> tuple[int, ConvGeometry]:
+    """(channel axis, kernel/stride/pad/dilation) of a ``convolution_param`` for a bottom
+    of ``bottom_shape``, checked as Caffe's BaseConvolutionLayer / Im2colLayer set-up."""
+    num_axes = len(bottom_shape)
+    channel_axis = layer.canonical_axis(cp.axis, num_axes)
+    n_spatial = num_axes - channel_axis - 1
+    if n_spatial < 1:
+        raise layer.error(f"needs at least one spatial axis after axis {channel_axis}, "
+                          f"bottom shape is {tuple(bottom_shape)}")
+    kernel = _repeated(cp, "kernel", n_spatial, None, layer)
+    stride = _repeated(cp, "stride", n_spatial, 1, layer)
+    pad = _repeated(cp, "pad", n_spatial, 0, layer)
+    dil = list(cp.dilation)
+    if len(dil) not in (0, 1, n_spatial):
+        raise layer.error(f"dilation must be given once or once per spatial axis ({n_spatial}), "
+                          f"got {len(dil)} values")
+    dilation = tuple(int(dil[0 if len(dil) == 1 else i]) if dil else 1 for i in range(n_spatial))
+    if any(k <= 0 for k in kernel):
+        raise layer.error(f"filter dimensions must be nonzero, got kernel {kernel}")
+    if any(s <= 0 for s in stride):
+        raise layer.error(f"stride must be positive, got {stride}")
+    if any(d <= 0 for d in dilation):
+        raise layer.error(f"dilation must be positive, got {dilation}")
+    return channel_axis, ConvGeometry(kernel, stride, pad, dilation)
+
+
 class _ConvBase(Layer):
     """Shared parameter handling of Convolution and Deconvolution."""
 
@@ -54,27 +80,7 @@ class _ConvBase(Layer):
     # -- parameters -------------------------------------------------------
     def _parse(self, bottom_shape) -> None:
         cp = self.param.convolution_param
-        num_axes = len(bottom_shape)
-        self.channel_axis = self.canonical_axis(cp.axis, num_axes)
-        n_spatial = num_axes - self.channel_axis - 1
-        if n_spatial < 1:
-            raise self.error(f"needs at least one spatial axis after axis {self.channel_axis}, "
-                             f"bottom shape is {tuple(bottom_shape)}")
-        kernel = _repeated(cp, "kernel", n_spatial, None, self)
-        stride = _repeated(cp, "stride", n_spatial, 1, self)
-        pad = _repeated(cp, "pad", n_spatial, 0, self)
-        dil = list(cp.dilation)
-        if len(dil) not in (0, 1, n_spatial):
-            raise self.error(f"dilation must be given once or once per spatial axis ({n_spatial}), "
-                             f"got {len(dil)} values")
-        dilation = tuple(int(dil[0 if len(dil) == 1 else i]) if dil else 1 for i in range(n_spatial))
-        if any(k <= 0 for k in kernel):
-            raise self.error(f"filter dimensions must be nonzero, got kernel {kernel}")
-        if any(s <= 0 for s in stride):
-            raise self.error(f"stride must be positive, got {stride}")
-        if any(d <= 0 for d in dilation):
-            raise self.error(f"dilation must be positive, got {dilation}")
-        self.geom = ConvGeometry(kernel, stride, pad, dilation)
+        self.channel_axis, self.geom = conv_geometry(cp, bottom_shape, self)
         self.num_output = int(cp.num_output)
         if self.num_output <= 0:
             raise self.error("num_output must be positive")
@@ -227,3 +233,4 @@ class Deconvolution(_ConvBase):
     def _input_weight_grads(self, xf, dyf, weight, need_dx, need_dw):
         return convolution_transpose_grad(xf, dyf, weight, self.geom, self.group, self.xp,
                                           need_dy=need_dx, need_dw=need_dw)
+
