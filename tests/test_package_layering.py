@@ -43,7 +43,7 @@ MAY_IMPORT = {
     "caffe": {"errors", "proto"},
     "data": {"caffe", "errors", "progress", "proto"},
     "formats": {"backend", "errors", "proto"},
-    "layers": {"backend", "data", "errors", "formats", "proto"},
+    "layers": {"backend", "caffe", "errors", "data", "formats", "proto"},  # caffe: InfogainLoss's H file
     "net": {"backend", "caffe", "errors", "layers", "proto"},
     "quantize": {"backend", "caffe", "errors", "formats", "layers", "net", "progress", "proto"},
     "solvers": {"backend", "caffe", "errors", "net", "progress", "proto"},

@@ -12,8 +12,9 @@ Unregistered helper bases are private (``_ConvBase``) or keep the name of Caffe'
 base class (``NeuronLayer``).
 
 What it may import: ``errors``, ``proto``, ``backend``, ``formats`` (number formats for
-the Ristretto layers) and ``data`` (record reading and transforms for the Data
-layers). Nothing under ``data``, ``formats`` or ``proto`` imports this package, and
+the Ristretto layers), ``data`` (record reading and transforms for the Data
+layers) and ``caffe`` (a BlobProto file a layer names in its parameters: InfogainLoss's
+``infogain_loss_param.source``). Nothing under ``data``, ``formats`` or ``proto`` imports this package, and
 ``net`` builds on it, not the other way round.
 
 The registry is this plain table of imports: importing the package registers every

@@ -15,7 +15,8 @@ Contract (the net knows nothing else of a layer):
   gradient (or None) per bottom. ``top_diffs[i]`` may be None when nothing
   downstream needs top i; treat it as zero.
 
-Hooks with defaults here: ``compute_params()`` (the arrays forward and the bottom
+Hooks with defaults here: ``allow_force_backward(i)`` (may ``force_backward`` ask
+for bottom i's gradient; not for a loss layer's labels), ``compute_params()`` (the arrays forward and the bottom
 gradient compute with: ``self.blobs``; the Ristretto layers hand trimmed copies),
 ``macs(bottom_shapes, top_shapes)`` (multiply-accumulates of one forward),
 ``canonical_axis(axis, ndim)``, ``accumulate_param_diffs(*grads)`` and ``close()``
@@ -121,6 +122,11 @@ class Layer:
 
     def backward(self, top_diffs: list, bottoms: list, tops: list, propagate_down: list[bool]) -> list:
         return [None] * len(bottoms)
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        """Caffe's ``AllowForceBackward``: may a net's ``force_backward`` ask for the gradient
+        of this bottom? Yes here; the loss layers say no for their labels."""
+        return True
 
     def compute_params(self) -> list:
         """The learnable arrays that forward and the bottom gradient compute with, read

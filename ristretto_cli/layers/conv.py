@@ -1,4 +1,5 @@
-"""Convolution and Deconvolution with Caffe 1.0 semantics (base_conv_layer.cpp).
+"""Convolution, Deconvolution and Im2col with Caffe 1.0 semantics (base_conv_layer.cpp,
+im2col_layer.cpp).
 
 Weights are (num_output, channels/group, *kernel) for Convolution and
 (channels, num_output/group, *kernel) for Deconvolution; the bias is (num_output,).
@@ -17,8 +18,8 @@ import math
 
 from .base import Layer, register
 from .fillers import fill
-from .im2col import (ConvGeometry, convolution, convolution_grad, convolution_transpose,
-                     convolution_transpose_grad)
+from .im2col import (ConvGeometry, col2im, convolution, convolution_grad, convolution_transpose,
+                     convolution_transpose_grad, im2col)
 
 
 def _repeated(cp, name: str, n_spatial: int, default: int, layer: Layer) -> tuple:
@@ -43,6 +44,32 @@ def _repeated(cp, name: str, n_spatial: int, default: int, layer: Layer) -> tupl
     return tuple(int(values[0 if len(values) == 1 else i]) for i in range(n_spatial))
 
 
+def conv_geometry(cp, bottom_shape, layer: Layer) -> tuple[int, ConvGeometry]:
+    """(channel axis, kernel/stride/pad/dilation) of a ``convolution_param`` for a bottom
+    of ``bottom_shape``, checked as Caffe's BaseConvolutionLayer / Im2colLayer set-up."""
+    num_axes = len(bottom_shape)
+    channel_axis = layer.canonical_axis(cp.axis, num_axes)
+    n_spatial = num_axes - channel_axis - 1
+    if n_spatial < 1:
+        raise layer.error(f"needs at least one spatial axis after axis {channel_axis}, "
+                          f"bottom shape is {tuple(bottom_shape)}")
+    kernel = _repeated(cp, "kernel", n_spatial, None, layer)
+    stride = _repeated(cp, "stride", n_spatial, 1, layer)
+    pad = _repeated(cp, "pad", n_spatial, 0, layer)
+    dil = list(cp.dilation)
+    if len(dil) not in (0, 1, n_spatial):
+        raise layer.error(f"dilation must be given once or once per spatial axis ({n_spatial}), "
+                          f"got {len(dil)} values")
+    dilation = tuple(int(dil[0 if len(dil) == 1 else i]) if dil else 1 for i in range(n_spatial))
+    if any(k <= 0 for k in kernel):
+        raise layer.error(f"filter dimensions must be nonzero, got kernel {kernel}")
+    if any(s <= 0 for s in stride):
+        raise layer.error(f"stride must be positive, got {stride}")
+    if any(d <= 0 for d in dilation):
+        raise layer.error(f"dilation must be positive, got {dilation}")
+    return channel_axis, ConvGeometry(kernel, stride, pad, dilation)
+
+
 class _ConvBase(Layer):
     """Shared parameter handling of Convolution and Deconvolution."""
 
@@ -54,27 +81,7 @@ class _ConvBase(Layer):
     # -- parameters -------------------------------------------------------
     def _parse(self, bottom_shape) -> None:
         cp = self.param.convolution_param
-        num_axes = len(bottom_shape)
-        self.channel_axis = self.canonical_axis(cp.axis, num_axes)
-        n_spatial = num_axes - self.channel_axis - 1
-        if n_spatial < 1:
-            raise self.error(f"needs at least one spatial axis after axis {self.channel_axis}, "
-                             f"bottom shape is {tuple(bottom_shape)}")
-        kernel = _repeated(cp, "kernel", n_spatial, None, self)
-        stride = _repeated(cp, "stride", n_spatial, 1, self)
-        pad = _repeated(cp, "pad", n_spatial, 0, self)
-        dil = list(cp.dilation)
-        if len(dil) not in (0, 1, n_spatial):
-            raise self.error(f"dilation must be given once or once per spatial axis ({n_spatial}), "
-                             f"got {len(dil)} values")
-        dilation = tuple(int(dil[0 if len(dil) == 1 else i]) if dil else 1 for i in range(n_spatial))
-        if any(k <= 0 for k in kernel):
-            raise self.error(f"filter dimensions must be nonzero, got kernel {kernel}")
-        if any(s <= 0 for s in stride):
-            raise self.error(f"stride must be positive, got {stride}")
-        if any(d <= 0 for d in dilation):
-            raise self.error(f"dilation must be positive, got {dilation}")
-        self.geom = ConvGeometry(kernel, stride, pad, dilation)
+        self.channel_axis, self.geom = conv_geometry(cp, bottom_shape, self)
         self.num_output = int(cp.num_output)
         if self.num_output <= 0:
             raise self.error("num_output must be positive")
@@ -227,3 +234,62 @@ class Deconvolution(_ConvBase):
     def _input_weight_grads(self, xf, dyf, weight, need_dx, need_dw):
         return convolution_transpose_grad(xf, dyf, weight, self.geom, self.group, self.xp,
                                           need_dy=need_dx, need_dw=need_dw)
+
+
+@register("Im2col")
+class Im2col(Layer):
+    """Caffe's Im2col: the convolution columns of the bottom as a blob, no weights.
+
+    ``convolution_param`` gives kernel / stride / pad / dilation (and ``axis``, the channel
+    axis; ``num_output`` and the fillers are not read). A bottom (N, C, *S) becomes
+    (N, C * prod(kernel), *out) with out = (S + 2 pad - extent) // stride + 1; channel
+    ``c * prod(kernel) + k`` holds kernel offset ``k`` (row-major) of input channel ``c``,
+    as im2col_layer.cpp. Axes before ``axis`` are batch axes. ``force_nd_im2col`` selects
+    Caffe's N-D routine, which gives the same values; it is accepted and changes nothing.
+    Backward is col2im: every column value is added back to the input element it came
+    from (padding drops out).
+    """
+
+    num_bottoms = 1
+    num_tops = 1
+
+    def setup(self, bottom_shapes):
+        self.channel_axis, self.geom = conv_geometry(self.param.convolution_param, bottom_shapes[0], self)
+
+    def reshape(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        if not hasattr(self, "geom"):
+            self.setup(bottom_shapes)
+        ax = self.channel_axis
+        if len(shape) != ax + 1 + self.geom.ndim:
+            raise self.error(f"bottom has {len(shape)} axes, the layer was set up for {ax + 1 + self.geom.ndim}")
+        try:
+            out = self.geom.output_shape(shape[ax + 1:])
+        except ValueError as exc:
+            raise self.error(str(exc)) from None
+        return [shape[:ax] + (shape[ax] * self.geom.kernel_count,) + out]
+
+    def _flat_shape(self, shape) -> tuple:
+        ax = self.channel_axis
+        return (math.prod(shape[:ax]),) + tuple(shape[ax:])
+
+    def forward(self, bottoms):
+        x = bottoms[0]
+        top_shape = self.reshape([x.shape])[0]
+        xf = x.reshape(self._flat_shape(x.shape))
+        col = im2col(xf, self.geom, top_shape[self.channel_axis + 1:], self.xp)  # (N, C, *kernel, *out)
+        return [col.reshape(top_shape)]
+
+    def backward(self, top_diffs, bottoms, tops, propagate_down):
+        x = bottoms[0]
+        dy = top_diffs[0]
+        if not propagate_down[0]:
+            return [None]
+        if dy is None:
+            return [self.xp.zeros_like(x)]
+        xf_shape = self._flat_shape(x.shape)
+        nd = self.geom.ndim
+        out_spatial = tuple(dy.shape[self.channel_axis + 1:])
+        col = dy.reshape(xf_shape[:2] + tuple(self.geom.kernel) + out_spatial)
+        dx = col2im(col, self.geom, xf_shape[2:2 + nd], self.xp)
+        return [dx.reshape(x.shape)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 _NO_HDF5 = "HDF5 files are not read or written (no HDF5 dependency); convert the data to LMDB"
 _RECURRENT = "recurrent layers are not implemented (ristretto simulates CNN accelerators)"
-_NOT_YET = "not implemented in ristretto"
 
 REFUSED_TYPES: dict[str, str] = {
     "Python": "Python layers run arbitrary code and are never loaded",
@@ -18,10 +17,4 @@ REFUSED_TYPES: dict[str, str] = {
     "RNN": _RECURRENT,
     "LSTM": _RECURRENT,
     "LSTMUnit": _RECURRENT,
-    "Im2col": _NOT_YET,
-    "ContrastiveLoss": _NOT_YET,
-    "HingeLoss": _NOT_YET,
-    "InfogainLoss": _NOT_YET,
-    "MultinomialLogisticLoss": _NOT_YET,
-    "SigmoidCrossEntropyLoss": _NOT_YET,
 }

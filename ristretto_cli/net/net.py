@@ -238,10 +238,11 @@ class Net:
                 total += w * float(self.blobs[name].sum())
         return total
 
-    def needs_backward(self) -> list[bool]:
-        """Per layer: does any gradient reach or leave it (Caffe's layer_need_backward)."""
+    def needs_backward(self, force: bool | None = None) -> list[bool]:
+        """Per layer: does any gradient reach or leave it (Caffe's layer_need_backward);
+        ``force`` (default: the net's ``force_backward``) counts every layer with bottoms."""
         need_blob: set[str] = set()
-        force = self.param.force_backward
+        force = self.param.force_backward if force is None else force
         out = []
         for i, layer in enumerate(self.layers):
             learns = any(m[0] != 0 for m in layer.param_multipliers()) if layer.blobs else False
@@ -265,10 +266,14 @@ class Net:
         for layer in self.layers:  # the net's guarantee: layers may assume their diffs exist
             if len(layer.diffs) != len(layer.blobs):
                 layer.zero_diffs()
+        force = bool(self.param.force_backward)
         need = self.needs_backward()
+        # Caffe: force_backward adds each layer's own bottoms (where AllowForceBackward says
+        # so, not a loss layer's labels) to what the gradient flow itself needs
+        natural = self.needs_backward(force=False) if force else need
         need_blob = set()
         for i, ts in enumerate(self.top_names):
-            if need[i]:
+            if natural[i]:
                 need_blob.update(ts)
         for i in range(len(self.layers) - 1, -1, -1):
             if not need[i]:
@@ -284,7 +289,7 @@ class Net:
             if len(layer.param.propagate_down):
                 prop = [bool(p) for p in layer.param.propagate_down]
             else:
-                prop = [(b in need_blob) or self.param.force_backward for b in bnames]
+                prop = [(b in need_blob) or (force and layer.allow_force_backward(j)) for j, b in enumerate(bnames)]
             bdiffs = layer.backward(top_diffs, bottoms, tops, prop)
             for b, d, p in zip(bnames, bdiffs, prop):
                 if d is None or not p:
