@@ -202,18 +202,30 @@ class Net:
                 need_blob.update(self.top_names[i])
         return out
 
-    def backward(self) -> dict:
+    def backward(self, top_diffs: dict | None = None) -> dict:
         """Back-propagate from the loss-weighted tops; parameter gradients accumulate
         into each layer's ``diffs`` (call ``zero_diffs`` between iterations). Returns
-        the gradient of every blob that got one."""
+        the gradient of every blob that got one (an in-place blob: the gradient at its
+        first producer's top, as Caffe's shared diff ends). ``top_diffs`` ({blob: array}) sets the
+        gradient arriving at those blobs instead (pycaffe's ``net.backward(**diffs)``);
+        the loss-weighted tops not named keep their loss weight."""
         xp = self.xp
         diffs: dict = {}
         for name, w in self.loss_weights.items():
             diffs[name] = xp.full(self.blobs[name].shape, w, dtype=self.blobs[name].dtype)
+        for name, d in (top_diffs or {}).items():
+            if name not in self.blobs:
+                raise RistrettoError(f"net '{self.name}' has no blob '{name}' with a value to take a gradient")
+            d = xp.asarray(d, dtype=self.blobs[name].dtype)
+            if tuple(d.shape) != tuple(self.blobs[name].shape):
+                raise RistrettoError(f"gradient for blob '{name}' has shape {tuple(d.shape)}, the blob "
+                                     f"{tuple(self.blobs[name].shape)}")
+            diffs[name] = d
         for layer in self.layers:  # the net's guarantee: layers may assume their diffs exist
             if len(layer.diffs) != len(layer.blobs):
                 layer.zero_diffs()
         need = self.needs_backward()
+        reached: dict = {}
         need_blob = set()
         for i, ts in enumerate(self.top_names):
             if need[i]:
@@ -226,6 +238,9 @@ class Net:
                 raise RistrettoError("backward needs a forward pass with keep_for_backward=True first")
             layer, bnames, tnames = self.layers[i], self.bottom_names[i], self.top_names[i]
             top_diffs = [diffs.pop(t, None) for t in tnames]
+            for t, d in zip(tnames, top_diffs):
+                if d is not None:
+                    reached[t] = d  # an in-place blob ends with its producer's top gradient, as in Caffe
             if all(d is None for d in top_diffs):
                 continue
             bottoms, tops = saved
@@ -242,7 +257,8 @@ class Net:
             sharer = self.layers[li]
             owner.diffs[oi] += sharer.diffs[pi].reshape(owner.diffs[oi].shape)
             sharer.diffs[pi][...] = 0
-        return diffs
+        reached.update(diffs)
+        return reached
 
     def zero_diffs(self) -> None:
         for layer in self.layers:
