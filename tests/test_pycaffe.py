@@ -256,7 +256,13 @@ def test_twenty_sgd_solver_steps_equal_finetune_bit_for_bit(toy_solver, tmp_path
     solver_file = toy_solver(ip, quant)
     ns = run_pycaffe_script(SOLVER_SCRIPT, solver_file=solver_file)
     assert ns["iterations"] == 20
-    ns["solver"].close()
+    solver = ns["solver"]
+    test_net = solver.test_nets[0]
+    assert solver.net.inputs == [] and test_net.inputs == []          # Data layers are not net inputs
+    out = test_net.forward()                                           # reads the next TEST batch
+    assert set(out) == {"accuracy", "loss"} and 0.0 <= float(out["accuracy"]) <= 1.0
+    assert test_net.params["ip1"][0].data is solver.net.params["ip1"][0].data  # shared with the train net
+    solver.close()
     code, _, err = run_cli(["finetune", "--solver", solver_file], capsys)
     assert code == 0, err
     written = {l.name: [blob_to_array(b) for b in l.blobs]
