@@ -375,6 +375,8 @@ class Net:
                 raise RistrettoError(f"input blob arguments {sorted(kwargs)} do not match the net's inputs "
                                      f"{self._inputs}")
             for name, value in kwargs.items():
+                if not hasattr(value, "shape"):
+                    value = np.asarray(value, dtype=np.float32)
                 if value.shape[0] != self._input_arrays[name].shape[0]:
                     raise RistrettoError(f"input '{name}' has {value.shape[0]} items, the blob's batch is "
                                          f"{self._input_arrays[name].shape[0]}")
