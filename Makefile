@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install test proto bench demo
+.PHONY: install test proto bench demo docs
 
 install:
 	$(PYTHON) -m pip install -e '.[test]'
@@ -14,6 +14,15 @@ proto:
 
 demo:
 	ristretto demo
+
+# The API reference, generated from the docstrings by pdoc (HTML in $(DOCS_OUT), git-ignored).
+# The package top documents the API and the quantize subpackage; the others are listed.
+DOCS_OUT ?= docs/api
+DOC_MODULES = ristretto_cli ristretto_cli.api ristretto_cli.pycaffe ristretto_cli.net ristretto_cli.formats \
+	ristretto_cli.solvers ristretto_cli.layers ristretto_cli.data ristretto_cli.caffe ristretto_cli.backend \
+	ristretto_cli.progress ristretto_cli.errors
+docs:
+	$(PYTHON) -m pdoc --docformat restructuredtext -o $(DOCS_OUT) $(DOC_MODULES)
 
 bench:
 	$(PYTHON) -m benchmarks.run

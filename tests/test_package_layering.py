@@ -48,6 +48,7 @@ MAY_IMPORT = {
     "quantize": {"backend", "caffe", "errors", "formats", "layers", "net", "progress", "proto"},
     "solvers": {"backend", "caffe", "errors", "net", "progress", "proto"},
     "demo": {"data", "errors", "net", "quantize", "solvers"},
+    "pycaffe": {"backend", "caffe", "errors", "layers", "net", "proto", "solvers"},
     "proto": set(),
     "kernels": set(),
     "progress": set(),

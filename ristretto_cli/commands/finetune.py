@@ -89,17 +89,7 @@ def _train(solver: Solver, trim_activations, snapshot, weights, sigint_effect, s
         n = solver.set_trim_activations(True)
         ui.log(f"--trim-activations: trimming activations in {n} layer(s) during training" if n else
                "--trim-activations: the train net has no Ristretto layer; nothing to trim")
-    if not snapshot and not weights and solver.solver_weights():
-        weights = ",".join(solver.solver_weights())  # the solver's weights: field, as in Caffe
-        for w in solver.solver_weights():
-            if not os.path.isfile(w):
-                raise RistrettoError(f"{solver.source}: no such weights file '{w}' (weights:)")
-    if snapshot:
-        ui.log(f"Resuming from {snapshot}")
-        solver.restore(snapshot)
-    elif weights:
-        solver.load_weights(weights)
-        ui.log(f"Fine-tuning from {weights}")
+    solver.start_from(weights, snapshot)
     return solver.solve(sigint_effect=sigint_effect, sighup_effect=sighup_effect)
 
 

@@ -16,6 +16,8 @@ class FormatError(RistrettoError, ValueError):
 
 
 class Rounding(IntEnum):
+    """How R(v) rounds to an integer; the values are those of the proto's ``rounding_scheme``."""
+
     #: round half to even (C ``rint``, CUDA ``rint``): the original's GPU path
     NEAREST = 0
     #: floor(v + u), u ~ U[0, 1): unbiased, E[R(v)] = v

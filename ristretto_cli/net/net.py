@@ -253,16 +253,27 @@ class Net:
                 need_blob.update(self.top_names[i])
         return out
 
-    def backward(self, *, on_layer: Callable | None = None) -> dict:
+    def backward(self, top_diffs: dict | None = None, *, on_layer: Callable | None = None) -> dict:
         """Back-propagate from the loss-weighted tops; parameter gradients accumulate
         into each layer's ``diffs`` (call ``zero_diffs`` between iterations). Returns
-        the gradient of every blob that got one. ``on_layer(i, layer, bottom_names,
-        bottom_diffs)`` is called right after each layer's backward runs (layers that
-        get no gradient are skipped), mirroring ``forward``'s."""
+        the gradient of every blob that got one (an in-place blob: the gradient at its
+        first producer's top, as Caffe's shared diff ends). ``top_diffs`` ({blob: array})
+        sets the gradient arriving at those blobs instead (pycaffe's ``net.backward(**diffs)``);
+        the loss-weighted tops not named keep their loss weight. ``on_layer(i, layer,
+        bottom_names, bottom_diffs)`` is called right after each layer's backward runs
+        (layers that get no gradient are skipped), mirroring ``forward``'s."""
         xp = self.xp
         diffs: dict = {}
         for name, w in self.loss_weights.items():
             diffs[name] = xp.full(self.blobs[name].shape, w, dtype=self.blobs[name].dtype)
+        for name, d in (top_diffs or {}).items():
+            if name not in self.blobs:
+                raise RistrettoError(f"net '{self.name}' has no blob '{name}' with a value to take a gradient")
+            d = xp.asarray(d, dtype=self.blobs[name].dtype)
+            if tuple(d.shape) != tuple(self.blobs[name].shape):
+                raise RistrettoError(f"gradient for blob '{name}' has shape {tuple(d.shape)}, the blob "
+                                     f"{tuple(self.blobs[name].shape)}")
+            diffs[name] = d
         for layer in self.layers:  # the net's guarantee: layers may assume their diffs exist
             if len(layer.diffs) != len(layer.blobs):
                 layer.zero_diffs()
@@ -271,6 +282,7 @@ class Net:
         # Caffe: force_backward adds each layer's own bottoms (where AllowForceBackward says
         # so, not a loss layer's labels) to what the gradient flow itself needs
         natural = self.needs_backward(force=False) if force else need
+        reached: dict = {}
         need_blob = set()
         for i, ts in enumerate(self.top_names):
             if natural[i]:
@@ -282,15 +294,18 @@ class Net:
             if saved is None:
                 raise RistrettoError("backward needs a forward pass with keep_for_backward=True first")
             layer, bnames, tnames = self.layers[i], self.bottom_names[i], self.top_names[i]
-            top_diffs = [diffs.pop(t, None) for t in tnames]
-            if all(d is None for d in top_diffs):
+            arriving = [diffs.pop(t, None) for t in tnames]
+            for t, d in zip(tnames, arriving):
+                if d is not None:
+                    reached[t] = d  # an in-place blob ends with its producer's top gradient, as in Caffe
+            if all(d is None for d in arriving):
                 continue
             bottoms, tops = saved
             if len(layer.param.propagate_down):
                 prop = [bool(p) for p in layer.param.propagate_down]
             else:
                 prop = [(b in need_blob) or (force and layer.allow_force_backward(j)) for j, b in enumerate(bnames)]
-            bdiffs = layer.backward(top_diffs, bottoms, tops, prop)
+            bdiffs = layer.backward(arriving, bottoms, tops, prop)
             for b, d, p in zip(bnames, bdiffs, prop):
                 if d is None or not p:
                     continue
@@ -301,7 +316,8 @@ class Net:
             sharer = self.layers[li]
             owner.diffs[oi] += sharer.diffs[pi].reshape(owner.diffs[oi].shape)
             sharer.diffs[pi][...] = 0
-        return diffs
+        reached.update(diffs)
+        return reached
 
     def zero_diffs(self) -> None:
         for layer in self.layers:

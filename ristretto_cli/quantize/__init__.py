@@ -14,7 +14,27 @@
 one :class:`~.procedure.QuantizeSettings`; it prints nothing (``ristretto quantize``
 draws the progress bar and the summary).
 
+The package is callable: ``ristretto_cli.quantize(model, weights, model_quantized,
+trimming_mode, **options)`` runs :func:`.procedure.quantize` (the Python API's
+``quantize``, under the name the package top gives it; a module attribute of that name
+would be replaced by this subpackage whenever it is imported).
+
 What it may import: ``net``, ``layers`` (the Ristretto layers' weight freezing),
 ``formats``, ``caffe``, ``proto``, ``backend``, ``progress``, ``errors``; never
 ``commands`` or ``solvers``.
 """
+
+import sys as _sys
+import types as _types
+
+
+class _CallablePackage(_types.ModuleType):
+    """This package, callable as the Python API's ``quantize`` function."""
+
+    def __call__(self, *args, **kwargs):
+        from .procedure import quantize
+
+        return quantize(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallablePackage

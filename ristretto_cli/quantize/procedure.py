@@ -274,13 +274,30 @@ def write(p: Plan, o: Observation, result: SearchResult, exp_bits: int | None, t
 def quantize(model: str, weights: str | None, model_quantized: str, trimming_mode: str,
              settings: QuantizeSettings | None = None, *, report: str | None = None, backend=None,
              on_progress: OnProgress | None = None, **kwargs) -> QuantizeOutcome:
-    """Search word widths for ``model`` + ``weights`` and write ``model_quantized``.
+    """Search word widths for ``model`` + ``weights`` and write ``model_quantized``, as
+    ``ristretto quantize`` (this is ``ristretto_cli.quantize`` of the Python API).
 
-    ``settings``: a :class:`QuantizeSettings`; keyword arguments set its fields too
-    (``quantize(..., iterations=10, widths=[8, 4])``). ``report``: a file to write the
-    JSON report to (it is returned as ``outcome.report`` either way). ``backend``: the
-    backend to run on (else one for ``settings.gpu`` / ``seed``). ``on_progress(done,
-    total, info)``: called as batches are scored. Prints nothing.
+    ``trimming_mode``: ``"dynamic_fixed_point"``, ``"minifloat"`` or
+    ``"integer_power_of_2_weights"``. ``settings``: a :class:`QuantizeSettings`; keyword
+    arguments set its fields too, with the command's option names: ``iterations`` (50),
+    ``error_margin`` (2.0, percent), ``score_blob``, ``widths`` (a list, e.g. ``[8, 4]``),
+    ``exp_min`` / ``exp_max`` / ``activation_bits`` (power-of-two mode), ``cache_bytes``
+    (the command's ``--cache-mb`` times 2^20), ``threads``, ``seed``, ``gpu``.
+    ``report``: a file to write the JSON report to (it is returned as
+    ``outcome.report`` either way). ``backend``: the backend to run on (else one for
+    ``gpu`` / ``seed``). ``on_progress(done, total, info)``: called as batches are
+    scored. Prints nothing.
+
+    Returns a :class:`QuantizeOutcome`: ``result.chosen`` (the chosen width per
+    category), ``report`` (every measurement), ``model_quantized``, ``counters``,
+    ``memory``, ``wall_s``.
+
+    Example::
+
+        outcome = ristretto_cli.quantize("lenet_train_test.prototxt", "lenet_iter_10000.caffemodel",
+                                         "lenet_quantized.prototxt", "dynamic_fixed_point",
+                                         iterations=100, error_margin=1)
+        print(outcome.result.chosen, outcome.report["baseline"], outcome.report["final"]["score"])
     """
     settings = dataclasses.replace(settings or QuantizeSettings(), **kwargs)
     t_start = time.perf_counter()

@@ -321,6 +321,27 @@ class Solver:
         for tn in self.test_nets:
             tn.load_weights(weights)
 
+    def start_from(self, weights=None, snapshot: str | None = None) -> None:
+        """Where training starts, as ``caffe train`` decides: resume from ``snapshot`` (a
+        .solverstate), else copy ``weights`` (a caffemodel path, "a,b" or a list) into
+        every net, else the solver's own ``weights:`` entries, else the fillers' values.
+        ``weights`` and ``snapshot`` together are an error."""
+        if isinstance(weights, (list, tuple)):
+            weights = ",".join(str(w) for w in weights)
+        if weights and snapshot:
+            raise RistrettoError("give --snapshot to resume training or --weights to fine-tune, not both")
+        if not snapshot and not weights and self.solver_weights():
+            weights = ",".join(self.solver_weights())  # the solver's weights: field, as in Caffe
+            for w in self.solver_weights():
+                if not os.path.isfile(w):
+                    raise RistrettoError(f"{self.where}: no such weights file '{w}' (weights:)")
+        if snapshot:
+            self.log(f"Resuming from {snapshot}")
+            self.restore(snapshot)
+        elif weights:
+            self.load_weights(weights)
+            self.log(f"Fine-tuning from {weights}")
+
     def set_trim_activations(self, enabled: bool = True) -> int:
         """Trim activations in TRAIN too, on every layer that offers it; returns how many."""
         n = 0
@@ -473,6 +494,55 @@ class Solver:
         timing["last_iter"], timing["last_time"] = self.iter, now
 
     # ------------------------------------------------------------------ the loop
+    def _timing(self) -> dict:
+        now = time.perf_counter()
+        return {"start_iter": self.iter, "start_time": now, "last_iter": self.iter, "last_time": now}
+
+    def step(self, iters: int) -> None:
+        """Run ``iters`` iterations from the current one, as Caffe's ``Solver::Step`` (what
+        pycaffe's ``solver.step(n)`` calls): tests every ``test_interval`` iterations,
+        displays, updates and snapshots every ``snapshot`` iterations exactly as
+        :meth:`solve` does inside its loop, but without the final snapshot, display and
+        test that :meth:`solve` adds after ``max_iter``, and without signal handling.
+        A stop request (:meth:`request_stop`) ends it early."""
+        if int(iters) < 0:
+            raise RistrettoError(f"step: the number of iterations must not be negative, got {iters}")
+        if self.param.snapshot:
+            self._check_snapshot_folder()
+        self._iterate(self.iter + int(iters), self._timing(), None)
+
+    def _iterate(self, stop_iter: int, timing: dict, steps: Steps | None) -> None:
+        """The body of Caffe's Solver::Step until ``stop_iter`` or a stop request."""
+        p = self.param
+        while self.iter < stop_iter:
+            self.net.zero_diffs()
+            if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
+                self.test_all()
+                if self._stop_requested:
+                    break
+            display = bool(p.display) and self.iter % p.display == 0
+            loss = self.forward_backward()
+            self._smooth(loss)
+            rate, self.current_step = learning_rate(p, self.iter, self.current_step)
+            self.rate = rate
+            if display:
+                self._display(rate, {o: self.net.blobs[o] for o in self.net.outputs if o in self.net.blobs},
+                              timing)
+            self.rule.apply(rate, self.iter)
+            if display and self.rule.last_clip:
+                norm, scale = self.rule.last_clip
+                self.log(f"Gradient clipping: scaling down gradients (L2 norm {norm:.6g} > "
+                         f"{p.clip_gradients:g}) by scale factor {scale:.6g}")
+            self.iter += 1
+            if steps is not None:
+                steps.advance(1, info=f"loss {self.smoothed_loss:.4g} lr {rate:.3g}")
+            if self.on_iteration is not None:
+                self.on_iteration(self)
+            if p.snapshot and self.iter % p.snapshot == 0:
+                self.snapshot()
+            if self._handle_requests():
+                break
+
     def solve(self, sigint_effect: str = "stop", sighup_effect: str = "snapshot") -> TrainResult:
         """Train until max_iter (or a stop request); see the module docstring."""
         self._check_snapshot_folder()
@@ -480,38 +550,11 @@ class Solver:
         start_iter = self.iter
         self.log(f"Solving {self.net.name or self.train_source} with {self.type_name} "
                  f"({self.net.count_params():,} parameters), iterations {self.iter} -> {p.max_iter}")
-        timing = {"start_iter": self.iter, "start_time": time.perf_counter(), "last_iter": self.iter,
-                  "last_time": time.perf_counter()}
+        timing = self._timing()
         stopped = None
         with handle_signals(self, sigint_effect, sighup_effect), \
                 Steps(self.on_progress, max(0, p.max_iter - start_iter)) as steps:
-            while self.iter < p.max_iter:
-                self.net.zero_diffs()
-                if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
-                    self.test_all()
-                    if self._stop_requested:
-                        break
-                display = bool(p.display) and self.iter % p.display == 0
-                loss = self.forward_backward()
-                self._smooth(loss)
-                rate, self.current_step = learning_rate(p, self.iter, self.current_step)
-                self.rate = rate
-                if display:
-                    self._display(rate, {o: self.net.blobs[o] for o in self.net.outputs if o in self.net.blobs},
-                                  timing)
-                self.rule.apply(rate, self.iter)
-                if display and self.rule.last_clip:
-                    norm, scale = self.rule.last_clip
-                    self.log(f"Gradient clipping: scaling down gradients (L2 norm {norm:.6g} > "
-                             f"{p.clip_gradients:g}) by scale factor {scale:.6g}")
-                self.iter += 1
-                steps.advance(1, info=f"loss {self.smoothed_loss:.4g} lr {rate:.3g}")
-                if self.on_iteration is not None:
-                    self.on_iteration(self)
-                if p.snapshot and self.iter % p.snapshot == 0:
-                    self.snapshot()
-                if self._handle_requests():
-                    break
+            self._iterate(p.max_iter, timing, steps)
             stopped = self._stop_requested
             if stopped or (p.snapshot_after_train and self.last_snapshot_iter != self.iter):
                 if self.last_snapshot_iter != self.iter:
