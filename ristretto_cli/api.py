@@ -104,26 +104,13 @@ def forward(model, weights=None, inputs: dict | None = None, *, phase: str = "TE
         predicted = blobs["prob"].argmax(axis=1)
     """
     from .backend import get_backend
-    from .pycaffe.net import reshape_net
 
     backend = get_backend(gpu, seed)
     net = load_net(os.fspath(model), _weights(weights), phase, backend)
     try:
-        feeds = {}
-        for name, value in (inputs or {}).items():
-            if name not in net.inputs:
-                raise RistrettoError(f"{model} has no input blob '{name}'; its inputs are "
-                                     f"{', '.join(net.inputs) or 'none'}")
-            feeds[name] = np.asarray(value, dtype=np.float32)
-        for i, tops in enumerate(net.top_names):
-            fed = [t for t in tops if t in feeds]
-            if not net.bottom_names[i] and fed and len(fed) < len(tops):
-                missing = [t for t in tops if t not in feeds]
-                raise RistrettoError(f"layer '{net.layer_names[i]}' makes {', '.join(tops)}; feed "
-                                     f"{', '.join(missing)} too (or none of them)")
-        changed = {k: v.shape for k, v in feeds.items() if tuple(v.shape) != tuple(net.blob_shapes[k])}
-        if changed:
-            reshape_net(net, changed)
+        feeds = {name: np.asarray(value, dtype=np.float32) for name, value in (inputs or {}).items()}
+        if feeds:  # names input blobs, feeds whole layers; other shapes reshape the net (Net::Reshape)
+            net.reshape({name: a.shape for name, a in feeds.items()})
         net.forward({k: backend.asarray(v) for k, v in feeds.items()})
         return {name: backend.to_numpy(arr) for name, arr in net.blobs.items()}
     finally:

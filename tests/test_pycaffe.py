@@ -100,9 +100,7 @@ def reference_squeezenet_scores(net, images, mean) -> np.ndarray:
         crop = caffe.io.resize_image(image, (256, 256))[14:241, 14:241]
         batch[i] = (crop[:, :, ::-1] * 255).transpose(2, 0, 1) - mean[:, None, None]
     core = net.core
-    from ristretto_cli.pycaffe.net import reshape_net
-
-    reshape_net(core, {"data": batch.shape})
+    core.reshape({"data": batch.shape})
     return core.backend.to_numpy(core.forward({"data": batch})["pool_final"]).reshape(len(images), -1)
 
 

@@ -165,30 +165,6 @@ def _phase(value) -> int:
     return int(value)
 
 
-def reshape_net(net, input_shapes: dict) -> None:
-    """Carry new shapes of bottomless blobs (``{name: shape}``) through ``net`` (a library
-    Net), as Caffe's ``Net::Reshape``: every layer's shape inference runs again and
-    ``net.blob_shapes`` is updated; arrays of blobs whose shape changed are dropped."""
-    shapes = dict(net.blob_shapes)
-    for name, shape in input_shapes.items():
-        if name not in shapes:
-            raise RistrettoError(f"net '{net.name}' has no blob '{name}'")
-        shapes[name] = tuple(int(d) for d in shape)
-    for layer, bnames, tnames in zip(net.layers, net.bottom_names, net.top_names):
-        if not bnames and tnames and all(t in input_shapes for t in tnames):
-            continue
-        tops = layer.reshape([shapes[b] for b in bnames])
-        for t, s in zip(tnames, tops):
-            s = tuple(int(d) for d in s)
-            if any(d <= 0 for d in s):
-                raise layer.error(f"top '{t}' would have shape {s}; every dimension must be positive")
-            shapes[t] = s
-    for name, shape in shapes.items():
-        if net.blob_shapes.get(name) != shape:
-            net.blob_shapes[name] = shape
-            net.blobs.pop(name, None)
-
-
 class Net:
     """A Caffe net as pycaffe's ``caffe.Net``.
 
@@ -333,7 +309,7 @@ class Net:
         changed = {n: tuple(a.shape) for n, a in self._input_arrays.items()
                    if tuple(a.shape) != tuple(self._net.blob_shapes[n])}
         if changed:
-            reshape_net(self._net, changed)
+            self._net.reshape(changed)
 
     def _feed(self) -> dict:
         """The input arrays for the next forward pass (reshaping the net when needed)."""
