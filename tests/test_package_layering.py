@@ -48,6 +48,7 @@ MAY_IMPORT = {
     "quantize": {"backend", "caffe", "errors", "formats", "layers", "net", "progress", "proto"},
     "solvers": {"backend", "caffe", "errors", "net", "progress", "proto"},
     "demo": {"data", "errors", "net", "quantize", "solvers"},
+    "export": {"backend", "caffe", "errors", "formats", "layers", "net", "proto"},
     "proto": set(),
     "kernels": set(),
     "progress": set(),

@@ -1,0 +1,57 @@
+"""export onnx / export integers / import onnx: thin commands over ristretto_cli.export."""
+from __future__ import annotations
+
+import click
+
+from . import ui
+from ..caffe.atomic import atomic_write_bytes, check_output_path
+from ..errors import RistrettoError
+from .options import model_option, weights_option
+
+
+def _parse_shapes(specs) -> dict:
+    shapes = {}
+    for spec in specs:
+        blob, sep, dims = spec.partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            shape = ()
+        if not sep or not blob or not shape or min(shape) <= 0:
+            raise RistrettoError(f"--input-shape {spec!r}: expected BLOB=N,C,H,W (positive integers)")
+        shapes[blob] = shape
+    return shapes
+
+
+@click.group("export")
+def export_group():
+    """Write a Caffe net for other runtimes and for hardware: ONNX, QONNX, integers."""
+
+
+@export_group.command("onnx", short_help="A Caffe net (TEST phase) as an ONNX model: float, Q/DQ or QONNX.")
+@model_option
+@weights_option
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
+@click.option("--format", "fmt", type=click.Choice(["float", "qdq", "qonnx"]), default=None,
+              help="float: standard ops; qdq: QuantizeLinear/DequantizeLinear for the Ristretto layers; qonnx: "
+                   "QONNX Quant nodes. Default: qdq when the net has Ristretto layers, float otherwise.")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default 21; 13 or later).")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="BLOB=N,C,H,W",
+              help="Make this data blob a graph input of this shape without opening its database (repeatable).")
+def export_onnx_cmd(model, weights, output, fmt, opset, input_shapes):
+    """Export the TEST-phase net of a prototxt (+ weights) to ONNX. Data layers become graph
+    inputs; loss and Accuracy layers are left out."""
+    from ..export.onnx_export import export_onnx
+
+    check_output_path(output, [model, weights or ""])
+    result = export_onnx(model, weights, fmt, opset, _parse_shapes(input_shapes))
+    atomic_write_bytes(output, result.to_bytes())
+    for note in result.notes:
+        ui.log(note)
+    ins = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in result.inputs.items())
+    outs = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in result.outputs.items())
+    ui.log(f"wrote {output} ({result.format}, opset {result.opset}, {len(result.model.graph.node)} nodes); "
+           f"inputs: {ins}; outputs: {outs}")
+
+
+COMMANDS = [export_group]
