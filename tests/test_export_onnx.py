@@ -112,3 +112,42 @@ def test_onnx_runtime_runs_exported_deploy_nets_like_our_forward(name, prototxt,
         pytest.skip(f"{prototxt} not present")
     errors = compare_float(random_net(prototxt, batch), logits)
     assert max(errors.values()) < RTOL, errors
+
+
+def test_every_handled_layer_type_runs_in_onnx_runtime_like_our_forward():
+    """One net with every type of the table (grouped dilated conv, leaky ReLU, PReLU, ELU,
+    BatchNorm + Scale + Bias, MAX/AVE pooling with Caffe's ceil rule, both LRN regions,
+    Eltwise with coefficients, Deconvolution, Crop, Slice, Dropout, Flatten, InnerProduct
+    with transpose and axis, Reshape, Softmax on an axis, global pooling); every blob agrees."""
+    net = random_net(REPO / "tests/data/export_all_layers.prototxt")
+    errors = compare_float(net, "softmax", blobs=list(net.blob_shapes))
+    assert len(errors) == len(net.blob_shapes)
+    assert max(errors.values()) < RTOL, {k: v for k, v in errors.items() if v >= RTOL}
+
+
+POOLS = [(size, k, s, p, method) for size in (5, 6, 7, 8) for k in (2, 3) for s in (1, 2, 3) for p in (0, 1)
+         for method in ("MAX", "AVE") if p < k]
+
+
+def test_pooling_geometries_export_exactly_or_refuse_with_the_reason(tmp_path):
+    """Caffe's ceil-mode windows (and the dropped window that would start in the padding):
+    every geometry either agrees with ONNX Runtime or is refused naming the layer."""
+    from ristretto_cli.errors import RistrettoError
+
+    lines = ['layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: %d dim: %d } } }']
+    refused, compared = [], 0
+    for size, k, s, p, method in POOLS:
+        proto = tmp_path / "pool.prototxt"
+        proto.write_text(lines[0] % (size, size) + "\n" + (
+            f'layer {{ name: "pool" type: "Pooling" bottom: "data" top: "pool" '
+            f'pooling_param {{ pool: {method} kernel_size: {k} stride: {s} pad: {p} }} }}\n'))
+        net = random_net(proto)
+        try:
+            errors = compare_float(net, "pool")
+        except RistrettoError as exc:
+            assert "layer 'pool' (Pooling)" in str(exc)
+            refused.append((size, k, s, p, method))
+            continue
+        compared += 1
+        assert max(errors.values()) < RTOL, (size, k, s, p, method, errors)
+    assert compared > 0.9 * len(POOLS), refused

@@ -187,6 +187,10 @@ def pooling(s: Site):
                       strides=list(stride), pads=list(pad) * 2,
                       **({} if l.method == MAX else {"count_include_pad": 1}))
     # some last window runs past the padded input (Caffe's ceil mode)
+    if any((o - 1) * st - p >= i for o, st, p, i in zip(out, stride, pad, in_hw)):
+        raise s.error(f"pooling a {in_hw} plane with kernel {kernel}, stride {stride}, pad {pad}: Caffe's last "
+                      "window lies wholly outside the input (it gives -FLT_MAX or 0/0 there); ONNX has no such "
+                      "window")
     if l.method == AVE:
         # Caffe divides by the window clipped to in + pad; ONNX AveragePool with ceil_mode
         # and count_include_pad clips the same way, when its shape inference agrees.
@@ -199,7 +203,7 @@ def pooling(s: Site):
     ends = [(o - 1) * st + k - i - p for o, st, k, i, p in zip(out, stride, kernel, in_hw, pad)]
     if any(e >= k or e < 0 for e, k in zip(ends, kernel)):
         raise s.error(f"MAX pooling of a {in_hw} plane with kernel {kernel}, stride {stride}, pad {pad}: "
-                      "a last window lies wholly in the padding, which ONNX does not allow")
+                      f"ONNX would need end pads {ends}, not smaller than the kernel")
     return s.node("MaxPool", [x], kernel_shape=list(kernel), strides=list(stride),
                   pads=list(pad) + ends)
 
