@@ -24,8 +24,9 @@ def relative_error(ours, ref) -> float:
     return float(np.abs(ours - ref).max() / scale) if scale > 0 else float(np.abs(ours).max())
 
 
-def run_ort(result, feeds: dict, blobs=()) -> dict:
-    """Run an export in ONNX Runtime; returns {blob: array} for the outputs and ``blobs``."""
+def run_ort(result, feeds: dict, blobs=(), exact: bool = True) -> dict:
+    """Run an export in ONNX Runtime; returns {blob: array} for the outputs and ``blobs``.
+    ``exact``: without ORT's QDQ fusions (QLinearConv & co. requantize their own way)."""
     ort = pytest.importorskip("onnxruntime")
     model = onnx.ModelProto()
     model.CopyFrom(result.model)
@@ -40,6 +41,8 @@ def run_ort(result, feeds: dict, blobs=()) -> dict:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.intra_op_num_threads = 1
+    if exact:
+        opts.add_session_config_entry("session.disable_quant_qdq", "1")
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     out_names = [o.name for o in sess.get_outputs()]
     values = dict(zip(out_names, sess.run(None, feeds)))
@@ -151,3 +154,110 @@ def test_pooling_geometries_export_exactly_or_refuse_with_the_reason(tmp_path):
         compared += 1
         assert max(errors.values()) < RTOL, (size, k, s, p, method, errors)
     assert compared > 0.9 * len(POOLS), refused
+
+
+# -- quantized nets -------------------------------------------------------------------
+
+def mnist_test_images(n: int):
+    """The first ``n`` MNIST t10k images scaled like LeNet's data layer (x / 256) and their labels."""
+    import gzip
+
+    from conftest import shared_path
+
+    folder = shared_path("data", "mnist")
+    with gzip.open(folder / "t10k-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:n]
+    with gzip.open(folder / "t10k-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
+    return (images.astype(np.float32) * np.float32(0.00390625)), labels.astype(np.int64)
+
+
+def quantized_lenet(tmp_path, images, bw=8):
+    """models/lenet deploy net as ConvolutionRistretto/FcRistretto, dynamic fixed point ``bw``
+    bits everywhere, integer lengths from the float net's ranges on ``images`` (a hand-made
+    quantize: fl = bw - 1 - ceil(log2 max)); returns (prototxt, caffemodel)."""
+    from conftest import shared_path
+    from ristretto_cli.caffe.prototxt import read_net, write_text
+    from ristretto_cli.net.loading import load_net
+
+    weights = shared_path("data", "caffemodels", "lenet_v2", "lenet_iter_10000.caffemodel")
+    param = read_net(str(REPO / "models/lenet/lenet.prototxt"))
+    param.layer[0].input_param.shape[0].dim[0] = len(images)
+    float_proto = tmp_path / "lenet_float.prototxt"
+    write_text(float_proto, param)
+    net = load_net(str(float_proto), str(weights))
+    ranges = {}
+
+    def on_layer(i, layer, names, tops):
+        if layer.type in ("Convolution", "InnerProduct"):
+            ranges[layer.name] = [float(np.abs(net.blobs[net.bottom_names[i][0]]).max()),
+                                  float(np.abs(tops[0]).max()), float(np.abs(layer.blobs[0]).max())]
+
+    net.forward({"data": images}, on_layer=on_layer)
+
+    def fl(m):
+        return bw - 1 - int(np.ceil(np.log2(m)))
+
+    for lp in param.layer:
+        if lp.name in ranges:
+            m_in, m_out, m_w = ranges[lp.name]
+            lp.type = {"Convolution": "ConvolutionRistretto", "InnerProduct": "FcRistretto"}[lp.type]
+            q = lp.quantization_param
+            q.bw_layer_in = q.bw_layer_out = q.bw_params = bw
+            q.fl_layer_in, q.fl_layer_out, q.fl_params = fl(m_in), fl(m_out), fl(m_w)
+    proto = tmp_path / "lenet_q.prototxt"
+    write_text(proto, param)
+    return proto, weights
+
+
+def ort_session(model_bytes, exact: bool):
+    ort = pytest.importorskip("onnxruntime")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = 1
+    if exact:  # ORT's QDQ fusions (QLinearConv, ...) requantize their own way
+        opts.add_session_config_entry("session.disable_quant_qdq", "1")
+    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+def test_quantized_lenet_exported_as_qdq_equals_our_forward_bit_for_bit(tmp_path):
+    from ristretto_cli.export.onnx_export import export_onnx
+    from ristretto_cli.net.loading import load_net
+
+    images, labels = mnist_test_images(200)
+    proto, weights = quantized_lenet(tmp_path, images)
+    result = export_onnx(str(proto), str(weights))  # default format: qdq (Ristretto layers)
+    assert result.format == "qdq"
+    ops = [n.op_type for n in result.model.graph.node]
+    assert ops.count("QuantizeLinear") == 8 and ops.count("DequantizeLinear") == 8 + 8  # + weights, biases
+    assert {i.data_type for i in result.model.graph.initializer} >= {onnx.TensorProto.INT8}
+    net = load_net(str(proto), str(weights))
+    net.forward({"data": images})
+    ours = {b: np.array(v) for b, v in net.blobs.items()}
+    # Q/DQ semantics as ONNX defines them (ORT without its QDQ fusions): every trimmed blob
+    # bit for bit (float32 accumulation is exact at these widths), the Softmax to float rounding
+    blobs = ["conv1", "pool1", "conv2", "pool2", "ip1", "ip2"]
+    exact = run_ort(result, {"data": images}, blobs, exact=True)
+    for b in blobs:
+        np.testing.assert_array_equal(exact[b], ours[b], err_msg=b)
+    assert relative_error(ours["prob"], exact["prob"]) < RTOL
+    # ORT's default session fuses Q/DQ into integer kernels with its own requantization
+    fused = run_ort(result, {"data": images}, ["ip2"], exact=False)
+    differing = float((fused["ip2"] != ours["ip2"]).mean())
+    print(f"qdq LeNet: ORT's default session differs from ours in {differing:.4f} of the logits")
+    np.testing.assert_array_equal(fused["ip2"].argmax(1), ours["ip2"].argmax(1))
+    assert (ours["ip2"].argmax(1) == labels).mean() > 0.97
+
+
+@pytest.mark.parametrize("case", ["lenet_dfp", "conv_variants_dfp", "pow2"])
+def test_golden_quantized_nets_exported_as_qdq_match_the_original_bit_for_bit(case, shared):
+    """The original Ristretto's GPU-semantics outputs (../shared/golden): 16/8/4/2-bit
+    weights, 8- and 16-bit activations, negative fl, ties everywhere, power-of-two weights."""
+    from ristretto_cli.export.onnx_export import export_onnx
+
+    folder = shared("golden", case)
+    result = export_onnx(str(folder / "net.prototxt"), str(folder / "weights.caffemodel"), "qdq")
+    feeds = {p.stem[len("input_"):]: np.load(p) for p in folder.glob("input_*.npy")}
+    sess = ort_session(result.to_bytes(), exact=True)
+    for out, value in zip(sess.get_outputs(), sess.run(None, feeds)):
+        np.testing.assert_array_equal(value, np.load(folder / "expected_gpusem" / f"final__{out.name}.npy"))
