@@ -261,3 +261,138 @@ def test_golden_quantized_nets_exported_as_qdq_match_the_original_bit_for_bit(ca
     sess = ort_session(result.to_bytes(), exact=True)
     for out, value in zip(sess.get_outputs(), sess.run(None, feeds)):
         np.testing.assert_array_equal(value, np.load(folder / "expected_gpusem" / f"final__{out.name}.npy"))
+
+
+def qonnx_reference_evaluator(model):
+    """onnx's reference evaluator with QONNX's Quant (clamp to the signed bw-bit range, round)."""
+    from onnx.reference import ReferenceEvaluator
+    from onnx.reference.op_run import OpRun
+
+    modes = {"ROUND": np.rint, "FLOOR": np.floor, "DOWN": np.trunc,
+             "HALF_UP": lambda v: np.sign(v) * np.floor(np.abs(v) + 0.5)}
+
+    class Quant(OpRun):
+        op_domain = "qonnx.custom_op.general"
+
+        def _run(self, x, scale, zeropt, bitwidth, signed=None, narrow=None, rounding_mode=None):
+            bw = int(np.asarray(bitwidth).reshape(-1)[0])
+            assert signed == 1 and narrow == 0
+            y = np.clip(x / scale + zeropt, -(2 ** (bw - 1)), 2 ** (bw - 1) - 1)
+            return (((modes[rounding_mode](y) - zeropt) * scale).astype(x.dtype),)
+
+    return ReferenceEvaluator(model, new_ops=[Quant])
+
+
+@pytest.mark.parametrize("case", ["lenet_dfp", "pow2"])
+def test_qonnx_export_with_quant_semantics_matches_the_original_bit_for_bit(case, shared):
+    from ristretto_cli.export.onnx_export import export_onnx
+
+    folder = shared("golden", case)
+    result = export_onnx(str(folder / "net.prototxt"), str(folder / "weights.caffemodel"), "qonnx")
+    quants = [n for n in result.model.graph.node if n.op_type == "Quant"]
+    assert quants and all(n.domain == "qonnx.custom_op.general" for n in quants)
+    assert "qonnx.custom_op.general" in {o.domain for o in result.model.opset_import}
+    feeds = {"data": np.load(folder / "input_data.npy")}
+    outs = qonnx_reference_evaluator(result.model).run(None, feeds)
+    for out, value in zip(result.model.graph.output, outs):
+        np.testing.assert_array_equal(value, np.load(folder / "expected_gpusem" / f"final__{out.name}.npy"))
+
+
+def test_metadata_names_the_source_the_quantization_and_our_version(shared):
+    import json
+
+    from ristretto_cli import __version__
+    from ristretto_cli.export.onnx_export import export_onnx
+
+    folder = shared("golden", "lenet_dfp")
+    result = export_onnx(str(folder / "net.prototxt"), str(folder / "weights.caffemodel"))
+    meta = {p.key: p.value for p in result.model.metadata_props}
+    assert meta["source_prototxt"].endswith("net.prototxt") and meta["ristretto_version"] == __version__
+    q = json.loads(meta["quantization"])
+    assert q["conv1"] == {"precision": "DYNAMIC_FIXED_POINT", "rounding": "NEAREST", "bw_layer_in": 8,
+                          "fl_layer_in": 7, "bw_layer_out": 16, "fl_layer_out": 9, "bw_params": 4, "fl_params": 3}
+    onnx.checker.check_model(result.model, full_check=True)
+    onnx.shape_inference.infer_shapes(result.model, strict_mode=True)
+
+
+# -- the command and what it refuses ------------------------------------------------------
+
+def _run(argv, capsys):
+    from ristretto_cli.cli import run
+
+    status = run(argv)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_export_onnx_command_writes_a_model_and_says_what_it_left_out(tmp_path, capsys):
+    out = tmp_path / "lenet.onnx"
+    status, _, err = _run(["export", "onnx", "--model", str(REPO / "models/lenet/lenet_train_test.prototxt"),
+                           "--input-shape", "data=2,1,28,28", "-o", str(out)], capsys)
+    assert status == 0, err
+    assert "accuracy (Accuracy)" in err and "loss (SoftmaxWithLoss)" in err and "label" in err
+    model = onnx.load(str(out))
+    assert [i.name for i in model.graph.input] == ["data"]
+    assert [o.name for o in model.graph.output] == ["ip2"]
+    assert {p.key: p.value for p in model.metadata_props}["format"] == "float"
+
+
+def _quantized_golden_copy(tmp_path, shared, case, **changes):
+    from ristretto_cli.caffe.prototxt import read_net, write_text
+
+    folder = shared("golden", case)
+    param = read_net(str(folder / "net.prototxt"))
+    for lp in param.layer:
+        if lp.HasField("quantization_param"):
+            for k, v in changes.items():
+                setattr(lp.quantization_param, k, v)
+    proto = tmp_path / f"{case}.prototxt"
+    write_text(proto, param)
+    return str(proto), str(folder / "weights.caffemodel")
+
+
+@pytest.mark.parametrize("case,changes,fmt,expected", [
+    ("minifloat", {}, "qdq", "minifloat has no exact ONNX form"),
+    ("minifloat", {}, "qonnx", "minifloat has no exact ONNX form"),
+    ("lenet_dfp", {"bw_layer_in": 6}, "qdq", "bw_layer_in 6: QuantizeLinear saturates"),
+    ("lenet_dfp", {"rounding_scheme": 4}, "qdq", "QuantizeLinear rounds half to even"),
+    ("lenet_dfp", {"rounding_scheme": 1}, "qonnx", "STOCHASTIC rounding draws anew"),
+    ("lenet_dfp", {"fl_layer_out": 200}, "qonnx", "is not a normal float32"),
+])
+def test_formats_that_onnx_cannot_express_exactly_are_refused_with_the_reason(
+        tmp_path, capsys, shared, case, changes, fmt, expected):
+    proto, weights = _quantized_golden_copy(tmp_path, shared, case, **changes)
+    out = tmp_path / "q.onnx"
+    status, _, err = _run(["export", "onnx", "-m", proto, "-w", weights, "-o", str(out), "--format", fmt], capsys)
+    assert status == 2 and expected in err and err.count("\n") == 1, err
+    assert "layer '" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / f"{case}.prototxt"]
+
+
+def test_a_6_bit_net_refused_as_qdq_exports_as_qonnx_and_an_opset_below_21_refuses_int16(tmp_path, capsys, shared):
+    from ristretto_cli.export.onnx_export import export_onnx
+    from ristretto_cli.net.loading import load_net
+
+    proto, weights = _quantized_golden_copy(tmp_path, shared, "lenet_dfp", bw_layer_in=6)
+    result = export_onnx(proto, weights, "qonnx")
+    data = np.load(shared("golden", "lenet_dfp") / "input_data.npy")
+    net = load_net(proto, weights)
+    net.forward({"data": data})
+    (value,) = qonnx_reference_evaluator(result.model).run(None, {"data": data})
+    np.testing.assert_array_equal(value, np.asarray(net.blobs["ip2"]))
+    folder = shared("golden", "lenet_dfp")
+    status, _, err = _run(["export", "onnx", "-m", str(folder / "net.prototxt"), "-w",
+                           str(folder / "weights.caffemodel"), "-o", str(tmp_path / "x.onnx"), "--opset", "17"], capsys)
+    assert status == 2 and "int16 QuantizeLinear needs opset 21" in err
+
+
+def test_an_unsupported_layer_and_an_unsupported_opset_are_one_line_errors(tmp_path, capsys):
+    proto = tmp_path / "net.prototxt"
+    proto.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 } } }\n'
+                     'layer { name: "am" type: "ArgMax" bottom: "data" top: "am" }\n')
+    out = tmp_path / "net.onnx"
+    status, _, err = _run(["export", "onnx", "-m", str(proto), "-o", str(out)], capsys)
+    assert status == 2 and "layer 'am' of type ArgMax has no ONNX export" in err and not out.exists()
+    status, _, err = _run(["export", "onnx", "-m", str(REPO / "models/lenet/lenet.prototxt"), "-o", str(out),
+                           "--opset", "9"], capsys)
+    assert status == 2 and "--opset 9: supported opsets are 13.." in err and not out.exists()

@@ -63,13 +63,17 @@ def load_for_export(model: str, weights=None, input_shapes: dict | None = None):
         if not hits:
             raise RistrettoError(f"--input-shape {blob}: no input or data layer of {model} makes a blob '{blob}'")
         for lp in hits:
-            tops = [t for t in lp.top if t == blob]
-            lp.ClearField("top")
-            lp.top.extend(tops)
+            if lp.type == "Input":
+                shapes = [list(sh.dim) for sh in lp.input_param.shape]
+                shapes += [shapes[-1] if shapes else []] * (len(lp.top) - len(shapes))
+            else:  # a data layer: its label top (if any) is one value per item, as Caffe's
+                shapes = [[int(shape[0])] for _ in lp.top]
+            shapes[list(lp.top).index(blob)] = [int(d) for d in shape]
             lp.type = "Input"
             for f in ("data_param", "image_data_param", "transform_param", "dummy_data_param", "input_param"):
                 lp.ClearField(f)
-            lp.input_param.shape.add().dim.extend(int(d) for d in shape)
+            for dims in shapes:
+                lp.input_param.shape.add().dim.extend(dims)
     net = Net(param, phase="TEST", source=model)
     if weights:
         if not net.load_weights(weights) and any(l.blobs for l in net.layers):
@@ -102,7 +106,14 @@ def export_net(net, fmt: str | None = None, opset: int | None = None, source: st
 
     kept = [i for i, l in enumerate(net.layers) if l.type not in DROPPED_TYPES]
     dropped = [f"{net.layer_names[i]} ({net.layers[i].type})" for i in range(len(net.layers)) if i not in set(kept)]
-    read_by_kept = {b for i in kept for b in net.bottom_names[i]}
+    read_by_kept: set[str] = set()  # blobs (or their Split/Dropout aliases) that a computing layer reads
+    aliases: dict[str, str] = {}
+    for i in kept:
+        if net.layers[i].type in ALIAS_TYPES:
+            b = net.bottom_names[i][0]
+            aliases.update({t: aliases.get(b, b) for t in net.top_names[i]})
+        else:
+            read_by_kept.update(aliases.get(b, b) for b in net.bottom_names[i])
     if dropped:
         notes.append(f"left out (no place in an inference graph): {', '.join(dropped)}")
     if fmt == "float" and has_ristretto_layers(net):
@@ -125,6 +136,8 @@ def export_net(net, fmt: str | None = None, opset: int | None = None, source: st
                              "layers; not a graph input")
             continue
         if ttype in ALIAS_TYPES:
+            if bnames[0] not in g.current:  # e.g. a Split of a label only left-out layers read
+                continue
             for t in tnames:
                 g.alias(t, bnames[0])
             continue
@@ -149,12 +162,19 @@ def export_net(net, fmt: str | None = None, opset: int | None = None, source: st
 
     # outputs: blobs that no later kept layer reads
     available: dict[str, None] = {}
+    root: dict[str, str] = {}  # a Split/Dropout top -> the blob whose array it is
     for i in kept:
+        layer = net.layers[i]
+        if layer.type in ALIAS_TYPES:
+            for t in net.top_names[i]:
+                root[t] = root.get(net.bottom_names[i][0], net.bottom_names[i][0])
+            continue
         for b in net.bottom_names[i]:
-            available.pop(b, None)
-        if net.layers[i].type in INPUT_TYPES:
+            available.pop(root.get(b, b), None)
+        if layer.type in INPUT_TYPES:
             continue
         for t in net.top_names[i]:
+            root.pop(t, None)
             available[t] = None
     if not available:
         raise RistrettoError(f"{where}: nothing to export: no layer computes an output")
