@@ -54,4 +54,34 @@ def export_onnx_cmd(model, weights, output, fmt, opset, input_shapes):
            f"inputs: {ins}; outputs: {outs}")
 
 
+
+@export_group.command("integers", short_help="Integer weight codes, formats and shifts of every quantized layer.")
+@model_option
+@weights_option
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="Folder to write weights.npz, weights.h, layers.json and README.txt into (created if missing).")
+def export_integers_cmd(model, weights, output):
+    """Write what a chip needs to reproduce `ristretto forward` of a quantized net: integer
+    weight and bias codes, fractional lengths, input/output formats, shifts (.npz, C header)
+    and a README of the arithmetic."""
+    import os
+
+    from ..export.integers import export_integers
+    from ..export.onnx_export import load_for_export
+
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise RistrettoError(f"{output}: cannot write (--output): it is a file, not a folder")
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise RistrettoError(f"{output}: cannot write (--output): {parent} does not exist")
+    net = load_for_export(model, weights)
+    files, notes = export_integers(net, source=model)
+    os.makedirs(output, exist_ok=True)
+    for name, data in files.items():
+        atomic_write_bytes(os.path.join(output, name), data)
+    for note in notes:
+        ui.log(note)
+    ui.log(f"wrote {', '.join(files)} to {output}")
+
+
 COMMANDS = [export_group]
