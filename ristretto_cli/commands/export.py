@@ -84,4 +84,36 @@ def export_integers_cmd(model, weights, output):
     ui.log(f"wrote {', '.join(files)} to {output}")
 
 
-COMMANDS = [export_group]
+
+@click.group("import")
+def import_group():
+    """Read nets of other formats into Caffe's."""
+
+
+@import_group.command("onnx", short_help="An ONNX model (the CNN subset) as a Caffe prototxt + caffemodel.")
+@click.argument("onnx_file", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The prototxt to write.")
+@click.option("--weights-out", required=True, type=click.Path(dir_okay=False), help="The caffemodel to write.")
+def import_onnx_cmd(onnx_file, output, weights_out):
+    """Convert an ONNX model of the CNN subset (Conv, Gemm/MatMul, pooling, LRN, BatchNormalization,
+    activations, Concat/Sum/Mul/Max, Softmax, Flatten/Reshape, Split, Identity) into a Caffe net."""
+    from ..caffe.atomic import read_bytes
+    from ..caffe.prototxt import message_to_text
+    from ..export.onnx_import import import_onnx, split_weights
+
+    check_output_path(output, [onnx_file])
+    check_output_path(weights_out, [onnx_file, output], "--weights-out")
+    try:
+        data = read_bytes(onnx_file)
+    except OSError as exc:
+        raise RistrettoError(f"{onnx_file}: cannot read: {exc.strerror or exc}") from None
+    net, _ = import_onnx(data, onnx_file)
+    definition, weights = split_weights(net)
+    text = message_to_text(definition)
+    weight_bytes = weights.SerializeToString()
+    atomic_write_bytes(weights_out, weight_bytes)
+    atomic_write_bytes(output, text.encode())
+    ui.log(f"wrote {output} ({len(definition.layer)} layers) and {weights_out}")
+
+
+COMMANDS = [export_group, import_group]
