@@ -9,7 +9,6 @@ raises an error that names the layer and the reason.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -386,6 +385,3 @@ HANDLERS = {
 FLOAT_OF = {"ConvolutionRistretto": "Convolution", "FcRistretto": "InnerProduct",
             "DeconvolutionRistretto": "Deconvolution", "LRNRistretto": "LRN"}
 
-
-def count(shape) -> int:
-    return int(math.prod(shape))

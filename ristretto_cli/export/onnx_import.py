@@ -387,9 +387,6 @@ def _slice(imp: Importer, node):
         if cut:
             sl = imp.layer(node, "Silence", cut, suffix=f"/axis{a}/silence")
             del sl.top[:]
-    if blob == imp.bottom(node, node.input[0]):
-        imp.blob[node.output[0]] = blob
-        return
     imp.blob[node.output[0]] = blob
 
 
@@ -458,7 +455,6 @@ def import_onnx(data: bytes, where: str = "<onnx>"):
     if opset is None or not MIN_IMPORT_OPSET <= opset <= top:
         raise RistrettoError(f"{where}: opset {opset} is not supported; importable opsets are "
                              f"{MIN_IMPORT_OPSET}..{top}")
-    others = [o.domain for o in model.opset_import if o.domain not in ("", "ai.onnx")]
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     except Exception as exc:
@@ -496,8 +492,7 @@ def import_onnx(data: bytes, where: str = "<onnx>"):
             raise RistrettoError(f"{where}: node '{node.name or node.output[0]}' has op {node.op_type}, which has no "
                                  f"Caffe form here; importable ops: {', '.join(sorted(IMPORTERS))}")
         handler(imp, node)
-    # graph outputs keep their ONNX names where an Identity made them aliases
-    del others
+    # graph outputs: the Caffe blob holding each (an Identity makes an alias)
     outputs = {o.name: imp.blob.get(o.name) for o in inferred.graph.output}
     return imp.net, outputs
 
