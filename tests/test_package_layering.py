@@ -49,6 +49,7 @@ MAY_IMPORT = {
     "solvers": {"backend", "caffe", "errors", "net", "progress", "proto"},
     "demo": {"data", "errors", "net", "quantize", "solvers"},
     "pycaffe": {"backend", "caffe", "errors", "layers", "net", "proto", "solvers"},
+    "export": {"backend", "caffe", "errors", "formats", "layers", "net", "proto"},
     "proto": set(),
     "kernels": set(),
     "progress": set(),
