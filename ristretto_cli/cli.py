@@ -7,7 +7,7 @@ import traceback
 import click
 
 from . import __version__
-from .commands import convert, demo, finetune, quantize
+from .commands import convert, demo, finetune, fold, quantize
 from .commands import run as run_commands
 from .errors import RistrettoError
 
@@ -48,7 +48,7 @@ def cli(ctx, debug):
     ui.show_library_warnings()  # the library logs its warnings; the command line shows them
 
 
-for _m in (run_commands, convert, quantize, finetune, demo):
+for _m in (run_commands, convert, quantize, fold, finetune, demo):
     for _cmd in _m.COMMANDS:
         cli.add_command(_cmd)
 
