@@ -163,9 +163,9 @@ def test_asking_for_a_layer_that_cannot_be_folded_is_a_one_line_error(tmp_path):
     with pytest.raises(RistrettoError, match=r"^layer 'bn' \(BatchNorm\) cannot be folded: 'c' from 'conv' also "
                                              r"feeds 'side'"):
         fold_net(param, {}, only=["bn"])
-    with pytest.raises(RistrettoError, match="no such layer"):
+    with pytest.raises(RistrettoError, match="no layer 'nope' in the net to fold"):
         fold_net(param, {}, only=["nope"])
-    with pytest.raises(RistrettoError, match="it is a ReLU layer"):
+    with pytest.raises(RistrettoError, match="'side' is a ReLU layer, not a BatchNorm"):
         fold_net(param, {}, only=["side"])
 
 

@@ -245,10 +245,10 @@ def fold_net(param, weights, only=None) -> Folded:
     if only:
         for name in only:
             if name not in names:
-                raise RistrettoError(f"--layer '{name}': no such layer in the net")
+                raise RistrettoError(f"no layer '{name}' in the net to fold")
             k = names.index(name)
             if layers[k].type != "BatchNorm":
-                raise RistrettoError(f"--layer '{name}': it is a {layers[k].type} layer; name BatchNorm layers")
+                raise RistrettoError(f"layer '{name}' is a {layers[k].type} layer, not a BatchNorm to fold")
             if name in kept:
                 raise RistrettoError(f"layer '{name}' (BatchNorm) cannot be folded: {kept[name]}")
         chains = [c for c in chains if names[c.batchnorm] in only]
