@@ -234,3 +234,23 @@ def test_fold_layer_that_cannot_fold_names_it(tmp_path):
     with pytest.raises(RistrettoError, match=r"layer 'relu1' is a ReLU layer, not a BatchNorm"):
         quantize(m, w, str(d / "q.prototxt"), "dynamic_fixed_point", iterations=1, fold=True,
                  fold_layers=["relu1"])
+
+
+def test_statistics_pass_leaves_the_stored_batchnorm_statistics_alone(tmp_path):
+    """The TRAIN-phase forward updates BatchNorm's running sums; the candidates must keep the stored ones."""
+    from ristretto_cli.progress import Steps
+    from ristretto_cli.quantize import procedure
+
+    m, w = make_model(tmp_path, "resnet")
+    settings = procedure.QuantizeSettings(iterations=2, stats_batches=2)
+    p = procedure.plan(m, w, str(tmp_path / "q.prototxt"), "dynamic_fixed_point", settings)
+    try:
+        before = {l.name: [np.array(b) for b in l.blobs] for l in p.float_net.layers if l.type == "BatchNorm"}
+        with Steps(None, p.total_steps) as steps:
+            procedure.observe(p, steps)
+        for l in p.float_net.layers:
+            if l.type == "BatchNorm":
+                for a, b in zip(l.blobs, before[l.name]):
+                    np.testing.assert_array_equal(a, b)
+    finally:
+        p.float_net.close()
