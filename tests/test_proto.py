@@ -176,6 +176,10 @@ def test_ristretto_extensions_use_high_numbers_and_are_tagged():
         ("enum_value", "QuantizationParameter.Rounding", "TRUNCATE", 4),
         ("enum_value", "QuantizationParameter.Rounding", "TOWARD_ZERO", 5),
         ("field", "QuantizationParameter", "saturate_after_rounding", 1001),
+        ("field", "QuantizationParameter", "is_unsigned_layer_in", 1002),
+        ("field", "QuantizationParameter", "is_unsigned_layer_out", 1003),
+        ("field", "QuantizationParameter", "bw_bias", 1004),
+        ("field", "QuantizationParameter", "fl_bias", 1005),
     ])
     for kind, _, _, number in decls:
         if kind == "field":

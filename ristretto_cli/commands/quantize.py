@@ -44,8 +44,38 @@ LEGACY_TRIMMING_MODES = {
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="Batches scored side by side (0: one per core on the CPU); scores do not depend on it.")
 @seed_option
+@click.option("--fold", is_flag=True,
+              help="Ours: fold BatchNorm (+ Scale) into the convolution before it first (see `ristretto fold`); "
+                   "the folded weights go to --folded-weights.")
+@click.option("--fold-layer", "fold_layers", multiple=True, metavar="BN",
+              help="Ours, with --fold: fold only this BatchNorm (repeatable); one that cannot fold is an error.")
+@click.option("--folded-weights", "folded_weights", default=None, type=click.Path(dir_okay=False),
+              help="Ours, with --fold: where the folded caffemodel goes (default: the quantized prototxt's path "
+                   "with .caffemodel).")
+@click.option("--whole-graph", "whole_graph", is_flag=True,
+              help="Ours: also quantize the activations of Pooling, Eltwise, Concat, BatchNorm, Scale, ReLU and "
+                   "PReLU (their Ristretto types), measured and searched with the activations.")
+@click.option("--activation-range", "activation_range", type=click.Choice(["original", "signed", "unsigned"]),
+              default="original", show_default=True,
+              help="Ours: integer length of activations: original (ceil(log2 max), no sign bit), signed (one bit "
+                   "more), unsigned (never-negative activations unsigned, every bit for magnitude; others signed).")
+@click.option("--bias-bits", "bias_bits", type=int, default=None,
+              help="Ours: give biases their own dynamic fixed point format this wide (fl from the bias range); "
+                   "default: the weights' format, as the original.")
+@click.option("--calibration", type=click.Choice(["max", "percentile", "mse"]), default="max", show_default=True,
+              help="Ours: the range an activation's integer length is made for: max (the original), a percentile "
+                   "of |x| (--percentile), or the least squared error of an 8-bit grid.")
+@click.option("--percentile", type=float, default=99.99, show_default=True,
+              help="Ours, with --calibration percentile: which percentile of |x|.")
+@click.option("--stats-batches", "stats_batches", type=int, default=10, show_default=True,
+              help="TRAIN-phase batches the ranges are measured on (the original: 10).")
+@click.option("--stats", "stats", type=click.Choice(["after", "pre-activation"]), default="after",
+              show_default=True,
+              help="Ours: read each layer's values after the whole forward pass (the original: an in-place ReLU "
+                   "is included) or as the layer wrote them (pre-activation).")
 def quantize(model, weights, model_quantized, trimming_mode, iterations, error_margin, gpu, score_blob, report,
-             widths, exp_min, exp_max, activation_bits, cache_mb, threads, seed):
+             widths, exp_min, exp_max, activation_bits, cache_mb, threads, seed, fold, fold_layers, folded_weights,
+             whole_graph, activation_range, bias_bits, calibration, percentile, stats_batches, stats):
     """Find the smallest bit widths that keep the score within the error margin and
     write the quantized net (then fine-tune it)."""
     from ..caffe.atomic import check_output_path
@@ -59,7 +89,10 @@ def quantize(model, weights, model_quantized, trimming_mode, iterations, error_m
     settings = QuantizeSettings(iterations=iterations, error_margin=error_margin, gpu=gpu, score_blob=score_blob,
                                 seed=seed, widths=parse_widths(widths), exp_min=exp_min, exp_max=exp_max,
                                 activation_bits=activation_bits, cache_bytes=int(cache_mb) << 20,
-                                threads=threads or None)
+                                threads=threads or None, fold=fold, fold_layers=list(fold_layers) or None,
+                                folded_weights=folded_weights, whole_graph=whole_graph,
+                                activation_range=activation_range, bias_bits=bias_bits, calibration=calibration,
+                                percentile=percentile, stats_batches=stats_batches, stats=stats)
     with ui.progress_callback("quantize") as on_progress:
         outcome = run_quantize(model, weights, model_quantized, trimming_mode, settings, on_progress=on_progress)
     show_outcome(outcome, console=ui.err if report == "-" else ui.out)  # stdout holds nothing but the JSON then
@@ -74,6 +107,9 @@ def show_outcome(outcome, console=None) -> None:
     for title, columns, rows in summary_tables(outcome.result, outcome.memory):
         ui.table(title, columns, rows, console=console or ui.out)
     counters = outcome.counters
+    folded = outcome.report.get("folded_weights")
+    if folded:
+        ui.log(f"folded {len(outcome.report['folds'])} BatchNorm layer(s); the quantized net's weights: {folded}")
     ui.log(f"wrote {outcome.model_quantized}; layer forwards {counters.layer_forwards:,} "
            f"(the original procedure: {counters.original_layer_forwards:,}); {outcome.wall_s:.1f} s. "
            f"Please fine-tune.")

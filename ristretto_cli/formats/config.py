@@ -12,6 +12,12 @@ INTEGER_POWER_OF_2_WEIGHTS    bw/fl_layer_in      exp_min..exp_max   untouched
 ============================  ==================  =================  ================
 
 Outputs use bw/fl_layer_out (minifloat: mant/exp_bits).
+
+Our additions (written only when set, so a config without them stays readable by
+the original): ``is_unsigned_layer_in`` / ``is_unsigned_layer_out`` make that
+activation site unsigned dynamic fixed point, [0, (2^bw - 1) 2^-fl];
+``bw_bias`` / ``fl_bias`` (both or neither) give the bias its own dynamic fixed
+point format in every precision (unset: the table above).
 """
 from __future__ import annotations
 
@@ -48,6 +54,12 @@ def as_precision(value) -> Precision:
         raise FormatError(f"unknown precision {value!r}") from None
 
 
+#: our fields (not in the original's schema): written only when set
+_EXTENSIONS = ("saturate_after_rounding", "is_unsigned_layer_in", "is_unsigned_layer_out", "bw_bias", "fl_bias")
+#: fields without a proto default: None while unset
+_UNSET_IS_NONE = ("bw_bias", "fl_bias")
+
+
 @dataclass(frozen=True)
 class QuantConfig:
     precision: Precision = Precision.DYNAMIC_FIXED_POINT
@@ -63,6 +75,10 @@ class QuantConfig:
     exp_min: int = -8
     exp_max: int = -1
     saturate_after_rounding: bool = False
+    is_unsigned_layer_in: bool = False
+    is_unsigned_layer_out: bool = False
+    bw_bias: int | None = None
+    fl_bias: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "precision", as_precision(self.precision))
@@ -74,15 +90,17 @@ class QuantConfig:
         """From a ``caffe_pb2.QuantizationParameter`` (unset fields take the proto defaults)."""
         kwargs = {}
         for f in dataclasses.fields(cls):
+            if f.name in _UNSET_IS_NONE and not qp.HasField(f.name):
+                continue
             kwargs[f.name] = getattr(qp, f.name)
         return cls(**kwargs)
 
     def to_proto(self, qp=None):
         """Fill (or create) a ``QuantizationParameter``.
 
-        Every field of the original's schema is written explicitly; our extension
-        ``saturate_after_rounding`` only when it is set, so that a default config
-        stays readable by Caffe-Ristretto.
+        Every field of the original's schema is written explicitly; our extensions
+        (``saturate_after_rounding``, ``is_unsigned_layer_*``, ``bw/fl_bias``) only when
+        they are set, so that a config without them stays readable by Caffe-Ristretto.
         """
         if qp is None:
             from ..proto import caffe_pb2
@@ -90,7 +108,7 @@ class QuantConfig:
             qp = caffe_pb2.QuantizationParameter()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "saturate_after_rounding" and not value:
+            if f.name in _EXTENSIONS and (value is None or value is False):
                 qp.ClearField(f.name)
                 continue
             setattr(qp, f.name, int(value) if isinstance(value, IntEnum) else value)
@@ -103,6 +121,13 @@ class QuantConfig:
     def validate(self) -> "QuantConfig":
         """Raise FormatError for impossible settings of the chosen precision; return self."""
         p = self.precision
+        if (self.bw_bias is None) != (self.fl_bias is None):
+            raise FormatError("bw_bias and fl_bias go together: set both or neither")
+        if self.bw_bias is not None:
+            try:
+                trim.check_fixed_point(self.bw_bias, self.fl_bias)
+            except FormatError as exc:
+                raise FormatError(f"bw_bias/fl_bias: {exc}") from None
         if p == Precision.DYNAMIC_FIXED_POINT:
             for site in ("layer_in", "layer_out", "params"):
                 try:
@@ -130,11 +155,13 @@ class QuantConfig:
             return trim.trim_minifloat(x, self.mant_bits, self.exp_bits, r, rng, self.saturate_after_rounding,
                                        out=out)
         if site == INPUT:
-            bw, fl = self.bw_layer_in, self.fl_layer_in
+            bw, fl, unsigned = self.bw_layer_in, self.fl_layer_in, self.is_unsigned_layer_in
         elif site == OUTPUT:
-            bw, fl = self.bw_layer_out, self.fl_layer_out
+            bw, fl, unsigned = self.bw_layer_out, self.fl_layer_out, self.is_unsigned_layer_out
         else:
             raise ValueError(f"activation site must be {INPUT!r} or {OUTPUT!r}, got {site!r}")
+        if unsigned:
+            return trim.trim_fixed_point_unsigned(x, bw, fl, r, rng, out=out)
         return trim.trim_fixed_point(x, bw, fl, r, rng, out=out)
 
     def trim_weights(self, w, rounding=None, rng=None):
@@ -148,7 +175,11 @@ class QuantConfig:
         return trim.trim_fixed_point(w, self.bw_params, self.fl_params, r, rng)
 
     def trim_bias(self, b, rounding=None, rng=None):
-        """Bias in the weights' format; power-of-two layers leave it as it is (same array)."""
+        """Bias in its own format when ``bw_bias`` is set, else in the weights' format;
+        power-of-two layers leave it as it is then (same array)."""
+        if self.bw_bias is not None:
+            r = self.rounding_scheme if rounding is None else rounding
+            return trim.trim_fixed_point(b, self.bw_bias, self.fl_bias, r, rng)
         if self.precision == Precision.INTEGER_POWER_OF_2_WEIGHTS:
             return b
         return self.trim_weights(b, rounding, rng)

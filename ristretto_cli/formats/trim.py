@@ -20,6 +20,7 @@ from .rounding import FormatError, Rounding, as_rounding, round_to_integer
 __all__ = [
     "FormatError", "Rounding", "check_fixed_point", "check_minifloat", "check_pow2",
     "fixed_point_grid", "minifloat_bias", "minifloat_max", "minifloat_min", "trim_fixed_point",
+    "trim_fixed_point_unsigned",
     "trim_minifloat", "trim_pow2",
 ]
 
@@ -223,6 +224,23 @@ def trim_fixed_point(x, bw: int, fl: int, rounding=Rounding.NEAREST, rng=None, o
                     nan_value = trim_fixed_point(xp.full(1, hi, dtype=x.dtype), bw, fl, rounding)[0]
                 ob[xp.isnan(ob)] = nan_value
     return out
+
+
+def trim_fixed_point_unsigned(x, bw: int, fl: int, rounding=Rounding.NEAREST, rng=None, out=None):
+    """Unsigned dynamic fixed point (our addition): clamp to [0, (2^bw - 1) * 2^-fl], then
+    R(x * 2^fl) * 2^-fl; all ``bw`` bits hold magnitude (for activations that are never
+    negative, e.g. after a ReLU). NaN saturates to the upper bound; ``out`` as
+    :func:`trim_fixed_point`."""
+    check_fixed_point(bw, fl)
+    rounding = as_rounding(rounding)
+    xp, x = _float_input(x)
+    bw, fl = int(bw), int(fl)
+    hi = x.dtype.type((2.0 ** bw - 1) * 2.0 ** -fl)
+    out = _check_out(x, out, xp)
+    with _quiet(xp):
+        v = xp.fmax(xp.fmin(x, hi), x.dtype.type(0))
+        k = round_to_integer(_scale(xp, v, fl), rounding, xp, rng)
+        return _scale(xp, k, -fl, out=out)
 
 
 def trim_minifloat(x, mant_bits: int, exp_bits: int, rounding=Rounding.NEAREST, rng=None,

@@ -84,7 +84,7 @@ class PReLU(NeuronLayer):
         return [shape]
 
     def _slope(self, x):
-        s = self.blobs[0].astype(x.dtype, copy=False).reshape(-1)
+        s = self.compute_params()[0].astype(x.dtype, copy=False).reshape(-1)
         if self.channel_shared:
             return s.reshape(())
         return s.reshape((1, -1) + (1,) * (x.ndim - 2))

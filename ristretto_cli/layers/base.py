@@ -61,11 +61,17 @@ def create_layer(param, phase: int, backend) -> "Layer":
         refused = ", ".join(sorted(REFUSED_TYPES))
         raise RistrettoError(f"layer '{param.name}': unknown type '{param.type}'; supported types: {known}; "
                              f"refused types: {refused}")
+    if param.HasField("quantization_param") and not cls.takes_quantization_param:
+        takers = ", ".join(sorted(n for n, c in LAYER_TYPES.items() if c.takes_quantization_param))
+        raise RistrettoError(f"layer '{param.name}' ({param.type}) cannot take a quantization_param; the "
+                             f"Ristretto types can: {takers}")
     return cls(param, phase, backend)
 
 
 class Layer:
     type_names: tuple[str, ...] = ()
+    #: the Ristretto layers read a ``quantization_param``; on any other type it is an error
+    takes_quantization_param: bool = False
     # Arity: an int, a (min, max) tuple with max None for unbounded, or None for any.
     num_bottoms: int | tuple | None = None
     num_tops: int | tuple | None = None

@@ -205,12 +205,13 @@ class Scale(Layer):
 
     def _parts(self, bottoms_or_shapes, shapes: bool):
         two = len(bottoms_or_shapes) > 1
-        bias = self.blobs[-1] if self.param.scale_param.bias_term else None
+        blobs = self.blobs if shapes else self.compute_params()
+        bias = blobs[-1] if self.param.scale_param.bias_term else None
         if two:
             scale = bottoms_or_shapes[1]
             scale_shape = tuple(scale) if shapes else tuple(scale.shape)
         else:
-            scale = self.blobs[0]
+            scale = blobs[0]
             scale_shape = tuple(scale.shape)
         return scale, scale_shape, bias
 

@@ -25,16 +25,29 @@ still rounds activations to 2^-16 and saturates them at +-32768; DESIGN.md 5).
 LRNRistretto trims every intermediate of cross-channel LRN to minifloat in every
 phase (as the original's CUDA kernel does); its backward is the float LRN gradient at
 the trimmed top and scale.
+
+Whole-graph types (our extension, not in the original; ``quantize --whole-graph``
+writes them): PoolingRistretto, EltwiseRistretto, ConcatRistretto,
+BatchNormRistretto, ScaleRistretto, ReLURistretto and PReLURistretto trim like the
+others: every bottom in place in the input format (so an Eltwise's or a Concat's
+inputs meet in one format before they are added or joined), then the float layer,
+then the top in the output format (an AVE pool's division and an Eltwise's
+coefficients are rounded there). Scale's factors and PReLU's slopes are weights
+(their bias the bias format); a BatchNorm's statistics are used as they are.
 """
 from __future__ import annotations
 
 from ..formats.config import INPUT, OUTPUT, Precision, QuantConfig
 from ..formats.rounding import FormatError, Rounding
 from ..formats.trim import trim_minifloat
+from .activations import PReLU, ReLU
 from .base import TEST, register
 from .conv import Convolution, Deconvolution
 from .inner_product import InnerProduct
 from .lrn import ACROSS_CHANNELS, LRN
+from .normalization import BatchNorm, Scale
+from .pooling import Pooling
+from .structure import Concat, Eltwise
 
 
 class RistrettoMixin:
@@ -43,6 +56,10 @@ class RistrettoMixin:
     The float layer computes with :meth:`compute_params`, which this mix-in answers
     with trimmed copies of ``self.blobs``; its gradients still go to ``self.diffs``.
     """
+
+    takes_quantization_param = True
+    #: False: the learned blobs are used as they are (BatchNorm's statistics)
+    trims_params: bool = True
 
     #: the finetune command may set this (per layer) to trim activations in TRAIN too
     trim_activations_in_train: bool = False
@@ -78,8 +95,8 @@ class RistrettoMixin:
         """New arrays: weights (and bias) trimmed as this layer's forward would use them."""
         cfg = cfg or self.quant_config
         rounding = self.weight_rounding(cfg) if rounding is None else rounding
-        if not self.blobs:
-            return []
+        if not self.blobs or not self.trims_params:
+            return list(self.blobs)
         rng = self.backend.rng
         out = [cfg.trim_weights(self.blobs[0], rounding, rng)]
         if len(self.blobs) > 1:
@@ -165,6 +182,63 @@ class DeconvolutionRistretto(RistrettoMixin, Deconvolution):
     """Deconvolution with Ristretto's reduced-precision trims."""
 
 
+@register("PoolingRistretto")
+class PoolingRistretto(RistrettoMixin, Pooling):
+    """Pooling with trimmed input and output (our extension); AVE rounds its mean to the
+    output format."""
+
+    def setup(self, bottom_shapes):
+        if len(self.param.top) > 1:
+            raise self.error("has no mask top (the argmax mask is not a number to trim); use one top")
+        super().setup(bottom_shapes)
+
+
+@register("EltwiseRistretto")
+class EltwiseRistretto(RistrettoMixin, Eltwise):
+    """Eltwise whose inputs are aligned to the input format before SUM / PROD / MAX (our extension)."""
+
+
+@register("ConcatRistretto")
+class ConcatRistretto(RistrettoMixin, Concat):
+    """Concat whose inputs share the input format (our extension)."""
+
+
+@register("BatchNormRistretto")
+class BatchNormRistretto(RistrettoMixin, BatchNorm):
+    """BatchNorm with trimmed input and output; the statistics are used as stored (our extension;
+    fold it into the convolution before it for hardware: ``ristretto fold``)."""
+
+    trims_params = False
+
+
+@register("ScaleRistretto")
+class ScaleRistretto(RistrettoMixin, Scale):
+    """Scale with trimmed input, factors (weights format), bias (bias format) and output (our extension)."""
+
+    def quantized_blobs(self, cfg: QuantConfig | None = None, rounding=None) -> list:
+        if len(self.param.bottom) > 1 and self.blobs:  # the factors come from bottom 1; blobs = [bias]
+            cfg = cfg or self.quant_config
+            rounding = self.weight_rounding(cfg) if rounding is None else rounding
+            return [cfg.trim_bias(self.blobs[0], rounding, self.backend.rng)]
+        return super().quantized_blobs(cfg, rounding)
+
+
+@register("ReLURistretto")
+class ReLURistretto(RistrettoMixin, ReLU):
+    """ReLU with trimmed input and output (our extension)."""
+
+
+@register("PReLURistretto")
+class PReLURistretto(RistrettoMixin, PReLU):
+    """PReLU with trimmed input, slopes (weights format) and output (our extension)."""
+
+
+#: the whole-graph types (ours), by the float type they replace
+WHOLE_GRAPH_TYPES = {"Pooling": "PoolingRistretto", "Eltwise": "EltwiseRistretto", "Concat": "ConcatRistretto",
+                     "BatchNorm": "BatchNormRistretto", "Scale": "ScaleRistretto", "ReLU": "ReLURistretto",
+                     "PReLU": "PReLURistretto"}
+
+
 @register("LRNRistretto")
 class LRNRistretto(LRN):
     """Cross-channel LRN whose every intermediate is a minifloat, in every phase (the
@@ -180,6 +254,8 @@ class LRNRistretto(LRN):
     (2 alpha beta / n) * x * S(dy * top / scale) with the untrimmed bottom x, the trimmed
     top and the trimmed scale (straight-through for the trims themselves).
     """
+
+    takes_quantization_param = True
 
     @property
     def quant_config(self) -> QuantConfig:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -29,7 +30,8 @@ from ..formats.trim import FLOAT32_EXP_RANGE, MAX_BITS
 from ..progress import OnProgress, Steps
 from . import choose, observe as observing
 from .choose import DFP_WIDTHS, SearchResult
-from .observe import STAT_BATCHES
+from .observe import (ACTIVATION_RANGES, AFTER_PASS, CALIBRATIONS, PRE_ACTIVATION, STAT_BATCHES, STAT_TYPES,
+                      WHOLE_GRAPH_STAT_TYPES)
 from .report import parameter_memory, report_json
 from .rewrite import (DYNAMIC_FIXED_POINT, MINIFLOAT, MODES, POWER_OF_2, changed_layers, dfp, minifloat,
                       power_of_2, ristretto_layers, rewrite_net)
@@ -63,6 +65,17 @@ class QuantizeSettings:
     score_blob: str | None = None
     seed: int | None = None
     gpu: int | None = None
+    # -- our additions (README "Beyond the original"); the defaults are the original's --
+    fold: bool = False                   # fold BatchNorm (+ Scale) first (quantize/fold.py)
+    fold_layers: list[str] | None = None  # only these BatchNorms (each must fold)
+    folded_weights: str | None = None    # where the folded caffemodel goes (default: beside the prototxt)
+    whole_graph: bool = False            # also Pooling, Eltwise, Concat, BatchNorm, Scale, ReLU, PReLU
+    activation_range: str = "original"   # original | signed | unsigned
+    bias_bits: int | None = None         # a bias format of its own, this wide
+    calibration: str = "max"             # max | percentile | mse
+    percentile: float = 99.99
+    stats_batches: int = STAT_BATCHES
+    stats: str = AFTER_PASS              # after | pre-activation
 
 
 @dataclass
@@ -74,10 +87,12 @@ class Plan:
     model_quantized: str
     trimming_mode: str
     settings: QuantizeSettings
-    param: object                # the float NetParameter
+    param: object                # the float NetParameter (folded with --fold)
     float_net: object            # its TEST-phase Net with the weights (data layers open)
     score_blob: str
     total_steps: int             # batches to score, for progress reports
+    folded: object = None        # --fold: the fold.Folded result
+    folded_model: object = None  # --fold: the folded caffemodel (NetParameter), written by write()
 
 
 @dataclass
@@ -125,6 +140,23 @@ def check_settings(trimming_mode: str, settings: QuantizeSettings) -> None:
     for name, v in (("--exp_min", s.exp_min), ("--exp_max", s.exp_max)):
         if not lo <= v <= hi:
             raise RistrettoError(f"{name} must be a power of two float32 can hold ({lo}..{hi}), got {v}")
+    if s.activation_range not in ACTIVATION_RANGES:
+        raise RistrettoError(f"--activation-range must be one of {', '.join(ACTIVATION_RANGES)}, "
+                             f"got '{s.activation_range}'")
+    if s.calibration not in CALIBRATIONS:
+        raise RistrettoError(f"--calibration must be one of {', '.join(CALIBRATIONS)}, got '{s.calibration}'")
+    if not (isinstance(s.percentile, (int, float)) and 0 < s.percentile <= 100):
+        raise RistrettoError(f"--percentile must be in (0, 100], got {s.percentile}")
+    if s.stats not in (AFTER_PASS, PRE_ACTIVATION):
+        raise RistrettoError(f"--stats must be {AFTER_PASS} or {PRE_ACTIVATION}, got '{s.stats}'")
+    if int(s.stats_batches) < 1:
+        raise RistrettoError(f"--stats-batches must be at least 1, got {s.stats_batches}")
+    if s.bias_bits is not None and not (isinstance(s.bias_bits, int) and 1 <= s.bias_bits <= MAX_BITS):
+        raise RistrettoError(f"--bias-bits must be an integer in 1..{MAX_BITS}, got {s.bias_bits}")
+    if s.bias_bits is not None and trimming_mode == MINIFLOAT:
+        raise RistrettoError("--bias-bits is dynamic fixed point; it does not combine with minifloat")
+    if s.fold_layers and not s.fold:
+        raise RistrettoError("--fold-layer needs --fold")
 
 
 def parse_widths(text: str | None) -> list[int] | None:
@@ -168,7 +200,7 @@ def planned_steps(trimming_mode: str, settings: QuantizeSettings) -> int:
     candidates = {DYNAMIC_FIXED_POINT: 3 * (n_widths or len(DFP_WIDTHS)) + 1,
                   MINIFLOAT: n_widths or len(choose.minifloat_widths(observing.MIN_EXP_BITS)),
                   POWER_OF_2: 1}[trimming_mode]
-    return iterations + STAT_BATCHES + candidates * iterations
+    return iterations + int(settings.stats_batches) + candidates * iterations
 
 
 # ----------------------------------------------------------------------------- the steps
@@ -192,16 +224,50 @@ def plan(model: str, weights: str | None, model_quantized: str, trimming_mode: s
     if already:
         name, typ = already[0]
         raise RistrettoError(f"{model}: layer '{name}' is already a {typ} layer; quantize the float model")
+    folded = folded_model = None
+    if settings.fold:
+        from .fold import fold_net, folded_caffemodel, read_weight_files, stored_arrays
+
+        check_output_path(folded_weights_path(model_quantized, settings), [model, weights, model_quantized],
+                          "--folded-weights")
+        caffemodel = read_weight_files(weights)
+        folded = fold_net(param, stored_arrays(caffemodel), settings.fold_layers)
+        folded_model = folded_caffemodel(caffemodel, folded)
+        param = folded.param
     backend = backend or get_backend(settings.gpu, settings.seed)
     float_net = Net(param, phase="TEST", backend=backend, source=model)
     try:
-        float_net.load_weights(weights)
+        if folded_model is not None:
+            from .fold import load_folded
+
+            load_folded(float_net, folded_model)
+        else:
+            float_net.load_weights(weights)
         score_blob = resolve_score_blob(float_net, settings.score_blob)
     except BaseException:
         float_net.close()
         raise
     return Plan(model, weights, model_quantized, trimming_mode, settings, param, float_net, score_blob,
-                planned_steps(trimming_mode, settings))
+                planned_steps(trimming_mode, settings), folded, folded_model)
+
+
+def folded_weights_path(model_quantized: str, settings: QuantizeSettings) -> str:
+    """Where --fold writes the folded caffemodel: --folded-weights, else the quantized
+    prototxt's path with the extension .caffemodel."""
+    if settings.folded_weights:
+        return settings.folded_weights
+    root, _ = os.path.splitext(model_quantized)
+    return root + ".caffemodel"
+
+
+def extend(candidate, settings: QuantizeSettings):
+    """A candidate of the original's search with our additions the settings ask for."""
+    changes = {}
+    if settings.whole_graph:
+        changes["whole_graph"] = True
+    if settings.bias_bits is not None and candidate.precision != MINIFLOAT:
+        changes["bias"] = int(settings.bias_bits)
+    return dataclasses.replace(candidate, **changes) if changes else candidate
 
 
 def observe(p: Plan, steps: Steps) -> Observation:
@@ -210,17 +276,21 @@ def observe(p: Plan, steps: Steps) -> Observation:
     s = p.settings
     runner = CandidateRunner(p.param, p.float_net, int(s.iterations), p.score_blob, cache_bytes=s.cache_bytes,
                              on_batch=lambda info: steps.advance(1, info), workers=s.threads)
-    baseline = runner.run_baseline(_start_layers(p.param, p.trimming_mode))
+    baseline = runner.run_baseline(_start_layers(p.param, p.trimming_mode, s))
     p.float_net.close()  # before the TRAIN net opens its data (an LMDB may serve both phases)
-    train_net = _train_net(p.param, p.model, p.weights, p.float_net)
+    train_net = _train_net(p.param, p.model, p.weights, p.float_net, p.folded_model)
+    types = STAT_TYPES + (WHOLE_GRAPH_STAT_TYPES if s.whole_graph else ())
+    batches = int(s.stats_batches)
     try:
         with one_blas_thread():  # like the scoring passes: maxima independent of the core count
-            ranges = observing.observe_ranges(train_net, STAT_BATCHES,
-                                              on_batch=lambda b: steps.advance(1, "statistics (TRAIN)"))
-        runner.count_stats(train_net, STAT_BATCHES)
+            ranges = observing.observe_ranges(train_net, batches,
+                                              on_batch=lambda b: steps.advance(1, "statistics (TRAIN)"),
+                                              types=types, when=s.stats, calibration=s.calibration,
+                                              percentile=float(s.percentile))
+        runner.count_stats(train_net, batches)
     finally:
         train_net.close()
-    lengths = observing.lengths_by_layer(ranges)
+    lengths = observing.lengths_by_layer(ranges, s.activation_range)
     runner.lengths = lengths
     return Observation(runner, baseline, ranges, lengths)
 
@@ -234,19 +304,27 @@ def search(p: Plan, o: Observation, steps: Steps) -> tuple[SearchResult, int | N
     def skipped(n):
         steps.advance(n * iterations, "")
 
+    def evaluate(candidate):
+        return o.runner.evaluate(extend(candidate, s))
+
     if p.trimming_mode == DYNAMIC_FIXED_POINT:
-        return choose.search_dynamic_fixed_point(o.runner.evaluate, o.baseline, s.error_margin,
-                                                 s.widths or DFP_WIDTHS, skipped), None
-    if p.trimming_mode == MINIFLOAT:
+        result, exp_bits = choose.search_dynamic_fixed_point(evaluate, o.baseline, s.error_margin,
+                                                             s.widths or DFP_WIDTHS, skipped), None
+    elif p.trimming_mode == MINIFLOAT:
         exp_bits = observing.minifloat_exp_bits(o.ranges)
         for w in s.widths or ():
             if w - 1 - exp_bits > 23:
                 raise RistrettoError(f"--widths: a {w}-bit minifloat with {exp_bits} exponent bits needs "
                                      f"{w - 1 - exp_bits} mantissa bits; float32 has 23")
-        return choose.search_minifloat(o.runner.evaluate, o.baseline, s.error_margin, exp_bits, s.widths,
-                                       skipped), exp_bits
-    return choose.search_power_of_2(o.runner.evaluate, o.baseline, s.error_margin, s.exp_min, s.exp_max,
-                                    s.activation_bits), None
+        result = choose.search_minifloat(evaluate, o.baseline, s.error_margin, exp_bits, s.widths, skipped)
+    else:
+        result, exp_bits = choose.search_power_of_2(evaluate, o.baseline, s.error_margin, s.exp_min, s.exp_max,
+                                                    s.activation_bits), None
+    # the candidates as scored (with our additions), also in the trials the report lists
+    result.final = extend(result.final, s) if result.final is not None else None
+    for t in result.trials:
+        t.candidate = extend(t.candidate, s)
+    return result, exp_bits
 
 
 def write(p: Plan, o: Observation, result: SearchResult, exp_bits: int | None, t_start: float) -> QuantizeOutcome:
@@ -255,14 +333,30 @@ def write(p: Plan, o: Observation, result: SearchResult, exp_bits: int | None, t
     from ..caffe.prototxt import write_text
 
     write_text(p.model_quantized, rewrite_net(p.param, result.final, o.lengths))
+    if p.folded_model is not None:
+        from ..caffe.caffemodel import write_caffemodel
+
+        write_caffemodel(folded_weights_path(p.model_quantized, p.settings), p.folded_model)
     memory = parameter_memory(p.float_net, result.final)
     wall = time.perf_counter() - t_start
     runner = o.runner
     settings = {"model": p.model, "weights": p.weights, "model_quantized": p.model_quantized,
                 "trimming_mode": p.trimming_mode, "iterations": int(p.settings.iterations),
                 "error_margin": float(p.settings.error_margin), "score_blob": p.score_blob,
-                "statistics_batches": STAT_BATCHES, "backend": repr(p.float_net.backend),
+                "statistics_batches": int(p.settings.stats_batches), "backend": repr(p.float_net.backend),
                 "threads": runner.workers}
+    s = p.settings
+    ours = {"fold": s.fold, "whole_graph": s.whole_graph, "activation_range": s.activation_range,
+            "bias_bits": s.bias_bits, "calibration": s.calibration, "stats": s.stats}
+    defaults = QuantizeSettings()
+    if any(getattr(s, k) != getattr(defaults, k) for k in ours):  # the original's report keys otherwise
+        settings.update(ours)
+        if s.calibration == "percentile":
+            settings["percentile"] = float(s.percentile)
+    if p.folded is not None:
+        settings["folded_weights"] = folded_weights_path(p.model_quantized, s)
+        settings["folds"] = [f.to_json() for f in p.folded.folds]
+        settings["kept_batchnorm"] = [{"layer": n, "reason": r} for n, r in p.folded.kept]
     data = report_json(settings=settings, result=result, ranges=o.ranges, lengths=o.lengths,
                        evaluations=runner.evaluations, baseline_eval=runner.baseline_evaluation, memory=memory,
                        counters=runner.counters, wall_s=wall, exp_bits=exp_bits, cached=runner.cached)
@@ -318,7 +412,7 @@ def quantize(model: str, weights: str | None, model_quantized: str, trimming_mod
     return outcome
 
 
-def _start_layers(param, mode: str) -> list[str]:
+def _start_layers(param, mode: str, settings: QuantizeSettings | None = None) -> list[str]:
     """The first layer each kind of candidate rewrites (where snapshots are kept)."""
     if mode == DYNAMIC_FIXED_POINT:
         probes = [dfp(conv_params=8), dfp(fc_params=8), dfp(activations=8)]
@@ -328,13 +422,14 @@ def _start_layers(param, mode: str) -> list[str]:
         probes = [power_of_2()]
     names = []
     for cand in probes:
-        names += changed_layers(param, cand)
+        names += changed_layers(param, extend(cand, settings) if settings is not None else cand)
     return names
 
 
-def _train_net(param, model, weights, float_net):
+def _train_net(param, model, weights, float_net, folded_model=None):
     """The TRAIN-phase float net with the same weights (shared arrays where the layer
-    exists in the TEST net too)."""
+    exists in the TEST net too, except BatchNorm's statistics, which a TRAIN-phase forward
+    updates: those are copies, so that the candidates keep the stored ones)."""
     from ..net import Net
 
     try:
@@ -345,5 +440,13 @@ def _train_net(param, model, weights, float_net):
                              f"built: {detail}") from None
     train_net.share_weights_from(float_net)
     if any(l.blobs and l.name not in float_net.layer_names for l in train_net.layers):
-        train_net.load_weights(weights)
+        if folded_model is not None:
+            from .fold import load_folded
+
+            load_folded(train_net, folded_model)
+        else:
+            train_net.load_weights(weights)
+    for layer in train_net.layers:
+        if layer.type == "BatchNorm" and layer.blobs:
+            layer.blobs = [train_net.xp.array(b, copy=True) for b in layer.blobs]
     return train_net

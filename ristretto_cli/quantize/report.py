@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 
 from .choose import CATEGORY_TITLES, SearchResult, pow2_weight_bits
-from .rewrite import CONV_TYPES, DYNAMIC_FIXED_POINT, MINIFLOAT, POWER_OF_2, Candidate
+from .rewrite import (CONV_TYPES, DYNAMIC_FIXED_POINT, MINIFLOAT, POWER_OF_2, WHOLE_GRAPH_PARAM_BITS,
+                      WHOLE_GRAPH_TYPES, Candidate)
 
 FLOAT_BITS = 32
 MODE_TITLES = {
@@ -20,6 +21,14 @@ def blob_bits(candidate: Candidate | None, layer_type: str, index: int) -> int:
     """Bits per element of parameter blob ``index`` (0 weights, 1 bias) of a layer."""
     if candidate is None or not candidate.changes(layer_type) or index > 1:
         return FLOAT_BITS
+    if layer_type == "BatchNorm":  # ours (whole graph): the statistics are used as stored
+        return FLOAT_BITS
+    if index == 1 and candidate.bias is not None and candidate.precision != MINIFLOAT:
+        return int(candidate.bias)
+    if layer_type in WHOLE_GRAPH_TYPES:  # ours: Scale factors / PReLU slopes
+        if candidate.precision == MINIFLOAT:
+            return 1 + candidate.exp_bits + candidate.mant_bits
+        return WHOLE_GRAPH_PARAM_BITS
     if candidate.precision == DYNAMIC_FIXED_POINT:
         bw = candidate.conv_params if layer_type in CONV_TYPES else candidate.fc_params
         return FLOAT_BITS if bw is None else int(bw)  # the bias uses the weights' format

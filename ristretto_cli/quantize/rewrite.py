@@ -19,6 +19,14 @@ What the original does, and so what we do:
 
 * Every layer of those types in the file is rewritten, whatever its phase; the
   integer lengths are looked up by layer name.
+
+Our additions, only when a candidate asks for them (so the original flow writes what
+it always wrote): ``whole_graph`` also rewrites Pooling, Eltwise, Concat, BatchNorm,
+Scale, ReLU and PReLU into their Ristretto types with the activation format (Scale's
+factors and PReLU's slopes get WHOLE_GRAPH_PARAM_BITS-bit dynamic fixed point);
+unsigned activation sites (IntegerLengths.unsigned_in/out) write
+``is_unsigned_layer_in/out``; ``bias`` writes ``bw_bias`` / ``fl_bias = bias - il_bias``
+on layers with a bias.
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ from dataclasses import asdict, dataclass
 from typing import Mapping
 
 from ..errors import RistrettoError
+from ..layers.ristretto import WHOLE_GRAPH_TYPES  # whole-graph float types (ours) -> their Ristretto types
 from ..proto import caffe_pb2
 from .observe import IntegerLengths
 
@@ -36,7 +45,10 @@ MODES = (DYNAMIC_FIXED_POINT, MINIFLOAT, POWER_OF_2)
 
 CONV_TYPES = ("Convolution", "ConvolutionRistretto")
 FC_TYPES = ("InnerProduct", "FcRistretto")
-RISTRETTO_TYPES = ("ConvolutionRistretto", "FcRistretto", "DeconvolutionRistretto", "LRNRistretto")
+RISTRETTO_TYPES = ("ConvolutionRistretto", "FcRistretto", "DeconvolutionRistretto", "LRNRistretto") + \
+    tuple(WHOLE_GRAPH_TYPES.values())
+#: the whole-graph types with weights to trim (Scale's factors, PReLU's slopes): fixed width, not searched
+WHOLE_GRAPH_PARAM_BITS = 16
 
 _QP = caffe_pb2.QuantizationParameter
 
@@ -60,6 +72,8 @@ class Candidate:
     exp_bits: int | None = None
     exp_min: int | None = None
     exp_max: int | None = None
+    whole_graph: bool | None = None   # ours: also the whole-graph types
+    bias: int | None = None           # ours: bias bit width (None: the weights' format)
 
     @property
     def bit_width(self) -> int | None:
@@ -69,6 +83,11 @@ class Candidate:
         return None
 
     def label(self) -> str:
+        extras = (", whole graph" if self.whole_graph else "") + \
+            (f", {self.bias}-bit bias" if self.bias is not None else "")
+        return self._label() + extras
+
+    def _label(self) -> str:
         if self.precision == MINIFLOAT:
             return f"minifloat {self.bit_width}-bit (exp {self.exp_bits}, mant {self.mant_bits})"
         if self.precision == POWER_OF_2:
@@ -89,6 +108,8 @@ class Candidate:
     def changes(self, layer_type: str) -> bool:
         """Does this candidate turn a layer of ``layer_type`` into a Ristretto layer?"""
         conv, fc = layer_type in CONV_TYPES, layer_type in FC_TYPES
+        if self.whole_graph and (layer_type in WHOLE_GRAPH_TYPES or layer_type in WHOLE_GRAPH_TYPES.values()):
+            return self.precision == MINIFLOAT or self.activations is not None
         if not (conv or fc):
             return False
         if self.precision == DYNAMIC_FIXED_POINT:
@@ -132,6 +153,46 @@ def _set_activations(qp, bits: int, il: IntegerLengths) -> None:
     qp.fl_layer_in = bits - il.il_in
     qp.bw_layer_out = bits
     qp.fl_layer_out = bits - il.il_out
+    if il.unsigned_in:
+        qp.is_unsigned_layer_in = True
+    if il.unsigned_out:
+        qp.is_unsigned_layer_out = True
+
+
+def has_bias(lp) -> bool:
+    """Does this layer definition have a bias blob?"""
+    if lp.type in CONV_TYPES or lp.type in ("Deconvolution", "DeconvolutionRistretto"):
+        return lp.convolution_param.bias_term
+    if lp.type in FC_TYPES:
+        return lp.inner_product_param.bias_term
+    if lp.type in ("Scale", "ScaleRistretto"):
+        return lp.scale_param.bias_term
+    return False
+
+
+def _set_bias(qp, bits: int | None, il: IntegerLengths, lp) -> None:
+    if bits is None or not has_bias(lp) or il.il_bias is None:
+        return
+    qp.bw_bias = bits
+    qp.fl_bias = bits - il.il_bias
+
+
+def _rewrite_whole_graph(lp, candidate: Candidate, lengths) -> None:
+    """A Pooling / Eltwise / Concat / BatchNorm / Scale / ReLU / PReLU layer in its Ristretto type."""
+    if lp.type in WHOLE_GRAPH_TYPES:
+        lp.type = WHOLE_GRAPH_TYPES[lp.type]
+    qp = lp.quantization_param
+    if candidate.precision == MINIFLOAT:
+        qp.precision = _QP.MINIFLOAT
+        qp.mant_bits = candidate.mant_bits
+        qp.exp_bits = candidate.exp_bits
+        return
+    il = _lengths(lengths, lp)
+    _set_activations(qp, candidate.activations, il)
+    if lp.type in ("ScaleRistretto", "PReLURistretto"):
+        qp.bw_params = WHOLE_GRAPH_PARAM_BITS
+        qp.fl_params = WHOLE_GRAPH_PARAM_BITS - il.il_params
+        _set_bias(qp, candidate.bias, il, lp)
 
 
 def rewrite_net(param, candidate: Candidate, lengths: Mapping[str, IntegerLengths] | None = None):
@@ -146,6 +207,9 @@ def rewrite_net(param, candidate: Candidate, lengths: Mapping[str, IntegerLength
     for lp in out.layer:
         if not candidate.changes(lp.type):
             continue
+        if lp.type not in CONV_TYPES and lp.type not in FC_TYPES:
+            _rewrite_whole_graph(lp, candidate, lengths)
+            continue
         conv = lp.type in CONV_TYPES
         lp.type = ristretto_type(lp.type)
         qp = lp.quantization_param
@@ -157,6 +221,7 @@ def rewrite_net(param, candidate: Candidate, lengths: Mapping[str, IntegerLength
                 qp.fl_params = weights - il.il_params
             if candidate.activations is not None:
                 _set_activations(qp, candidate.activations, il)
+            _set_bias(qp, candidate.bias, il, lp)
         elif candidate.precision == MINIFLOAT:
             qp.precision = _QP.MINIFLOAT
             qp.mant_bits = candidate.mant_bits
@@ -167,6 +232,8 @@ def rewrite_net(param, candidate: Candidate, lengths: Mapping[str, IntegerLength
             qp.exp_max = candidate.exp_max
             if candidate.activations is not None:
                 _set_activations(qp, candidate.activations, _lengths(lengths, lp))
+            if candidate.bias is not None:
+                _set_bias(qp, candidate.bias, _lengths(lengths, lp), lp)
         else:
             raise RistrettoError(f"unknown trimming mode '{candidate.precision}'; use {', '.join(MODES)}")
     return out
