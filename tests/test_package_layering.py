@@ -47,7 +47,7 @@ MAY_IMPORT = {
     "net": {"backend", "caffe", "errors", "layers", "proto"},
     "quantize": {"backend", "caffe", "cost", "errors", "formats", "layers", "net", "progress", "proto"},
     "cost": {"caffe", "errors", "formats", "layers"},
-    "report": {"caffe", "errors", "quantize"},
+    "report": {"caffe", "cost", "errors", "quantize"},
     "solvers": {"backend", "caffe", "errors", "net", "progress", "proto"},
     "demo": {"data", "errors", "net", "quantize", "solvers"},
     "proto": set(),

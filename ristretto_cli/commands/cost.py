@@ -5,15 +5,8 @@ from __future__ import annotations
 import click
 
 from . import ui
+from ..cost.energy import energy_text
 from .options import model_option, phase_option, weights_option
-
-
-def energy_text(pj: float) -> str:
-    """pJ with a unit that keeps 4 significant digits readable."""
-    for unit, scale in (("J", 1e12), ("mJ", 1e9), ("µJ", 1e6), ("nJ", 1e3)):
-        if abs(pj) >= scale:
-            return f"{pj / scale:.4g} {unit}"
-    return f"{pj:.4g} pJ"
 
 
 def cost_tables(cost) -> list[tuple[str, list[str], list[list]]]:

@@ -96,6 +96,16 @@ class EnergyTable:
         return out
 
 
+def energy_text(pj: float | None) -> str:
+    """Picojoules with a unit that keeps 4 significant digits readable ("62.36 µJ")."""
+    if pj is None:
+        return ""
+    for unit, scale in (("J", 1e12), ("mJ", 1e9), ("µJ", 1e6), ("nJ", 1e3)):
+        if abs(pj) >= scale:
+            return f"{pj / scale:.4g} {unit}"
+    return f"{pj:.4g} pJ"
+
+
 def interpolate(points: list[tuple[float, float]], x: float) -> float:
     """Piecewise linear through (0, 0) and ``points`` (sorted by x), the last segment
     extended past the largest x."""

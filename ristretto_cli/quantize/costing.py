@@ -13,8 +13,14 @@ from .rewrite import Candidate, rewrite_net
 def candidate_cost(float_net, param, candidate: Candidate | None, lengths, energy: EnergyTable | None = None):
     """The :class:`~ristretto_cli.cost.NetCost` of ``float_net`` in ``candidate``'s formats
     (None: the float net)."""
-    formats = {} if candidate is None else formats_from_param(rewrite_net(param, candidate, lengths))
-    return net_cost(float_net, formats, energy)
+    if candidate is None:
+        return net_cost(float_net, {}, energy)
+    rewritten = rewrite_net(param, candidate, lengths)
+    cost = net_cost(float_net, formats_from_param(rewritten), energy)
+    types = {lp.name: lp.type for lp in rewritten.layer}
+    for layer in cost.layers:  # the types the quantized prototxt names (ConvolutionRistretto, ...)
+        layer.type = types.get(layer.name, layer.type)
+    return cost
 
 
 def search_costs(float_net, param, lengths, evaluations, final: Candidate | None, baseline: float,

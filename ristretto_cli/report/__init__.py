@@ -8,7 +8,7 @@
 Rendering returns text; writing it is the caller's (``ristretto report``, ``ristretto
 quantize --report-html``). Nothing here prints.
 
-What it may import: ``quantize`` (category names), ``caffe`` (reading files),
+What it may import: ``quantize`` (category names), ``cost`` (energy units), ``caffe`` (reading files),
 ``errors``; never ``commands``.
 """
 from .html import SECTIONS, check_report, read_report, render_html

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 
+from ..cost.energy import energy_text
 from ..errors import RistrettoError
 from ..quantize.choose import CATEGORY_TITLES
 from . import figures
@@ -26,6 +27,7 @@ table { border-collapse: collapse; margin: .8em 0; font-size: .9em; }
 th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f4f4f4; }
+table.kv td { text-align: left; }
 tr.chosen td { background: #fff3d6; font-weight: bold; }
 tr.fail td { color: #a33; }
 figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; }
@@ -76,22 +78,14 @@ def _num(v) -> str:
     return str(v)
 
 
-def energy_text(pj) -> str:
-    if pj is None:
-        return ""
-    for unit, scale in (("J", 1e12), ("mJ", 1e9), ("µJ", 1e6), ("nJ", 1e3)):
-        if abs(pj) >= scale:
-            return f"{pj / scale:.4g} {unit}"
-    return f"{pj:.4g} pJ"
-
-
-def table(columns: list[str], rows: list[list], classes: list[str] | None = None) -> str:
+def table(columns: list[str], rows: list[list], classes: list[str] | None = None, kind: str = "") -> str:
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
     body = []
     for k, r in enumerate(rows):
         cls = f' class="{classes[k]}"' if classes and classes[k] else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{_e(_num(v))}</td>" for v in r) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    cls = f' class="{kind}"' if kind else ""
+    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def _section(sid: str, title: str, *parts: str) -> str:
@@ -125,7 +119,7 @@ def _summary(data: dict, source: str | None) -> str:
     rows.append(["layer forwards (original procedure)",
                  f"{data.get('layer_forwards', 0):,} ({data.get('original_layer_forwards', 0):,})"])
     intro = _note(f"Made from {source}." if source else "")
-    return _section("summary", "Summary", intro if source else "", table(["", "value"], rows))
+    return _section("summary", "Summary", intro if source else "", table(["", "value"], rows, kind="kv"))
 
 
 def _scores(data: dict) -> str:
