@@ -8,7 +8,7 @@ import traceback
 import click
 
 from . import __version__
-from .commands import convert, demo, export, finetune, fold, quantize
+from .commands import convert, cost, demo, export, finetune, fold, quantize
 from .commands import run as run_commands
 from .errors import RistrettoError
 
@@ -135,7 +135,7 @@ def cli(ctx, debug):
     ui.show_library_warnings()  # the library logs its warnings; the command line shows them
 
 
-for _m in (run_commands, convert, quantize, finetune, demo, export, fold):
+for _m in (run_commands, convert, quantize, finetune, demo, export, fold, cost):
     for _cmd in _m.COMMANDS:
         cli.add_command(_cmd)
 

@@ -45,7 +45,9 @@ MAY_IMPORT = {
     "formats": {"backend", "errors", "proto"},
     "layers": {"backend", "caffe", "errors", "data", "formats", "proto"},  # caffe: InfogainLoss's H file
     "net": {"backend", "caffe", "errors", "layers", "proto"},
-    "quantize": {"backend", "caffe", "errors", "formats", "layers", "net", "progress", "proto"},
+    "quantize": {"backend", "caffe", "cost", "errors", "formats", "layers", "net", "progress", "proto"},
+    "cost": {"caffe", "errors", "formats", "layers"},
+    "report": {"caffe", "cost", "errors", "quantize"},
     "solvers": {"backend", "caffe", "errors", "net", "progress", "proto"},
     "demo": {"data", "errors", "net", "quantize", "solvers"},
     "pycaffe": {"backend", "caffe", "errors", "layers", "net", "proto", "solvers"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from . import ui
+from ..errors import RistrettoError
 from .options import gpu_option, model_option, seed_option
 
 # --trimming_mode spellings of the first Caffe-Ristretto release (2016) -> today's
@@ -31,6 +32,9 @@ LEGACY_TRIMMING_MODES = {
               help="Score this blob (element 0, mean over batches) instead of the net's first output.")
 @click.option("--report", default=None, metavar="OUT.json",
               help="Write every measurement as JSON ('-': stdout).")
+@click.option("--report-html", "report_html", default=None, metavar="OUT.html", type=click.Path(dir_okay=False),
+              help="Also write the report as one self-contained HTML page (tables and pictures).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar, tables or status line (reports are still written).")
 @click.option("--widths", default=None, metavar="16,8,4,2,1",
               help="Bit widths to try per category, in order (default: the original's).")
 @click.option("--exp-min", "exp_min", type=int, default=-8, show_default=True,
@@ -74,8 +78,9 @@ LEGACY_TRIMMING_MODES = {
               help="Ours: read each layer's values after the whole forward pass (the original: an in-place ReLU "
                    "is included) or as the layer wrote them (pre-activation).")
 def quantize(model, weights, model_quantized, trimming_mode, iterations, error_margin, gpu, score_blob, report,
-             widths, exp_min, exp_max, activation_bits, cache_mb, threads, seed, fold, fold_layers, folded_weights,
-             whole_graph, activation_range, bias_bits, calibration, percentile, stats_batches, stats):
+             report_html, quiet, widths, exp_min, exp_max, activation_bits, cache_mb, threads, seed, fold,
+             fold_layers, folded_weights, whole_graph, activation_range, bias_bits, calibration, percentile,
+             stats_batches, stats):
     """Find the smallest bit widths that keep the score within the error margin and
     write the quantized net (then fine-tune it)."""
     from ..caffe.atomic import check_output_path
@@ -86,6 +91,10 @@ def quantize(model, weights, model_quantized, trimming_mode, iterations, error_m
     trimming_mode = LEGACY_TRIMMING_MODES.get(trimming_mode, trimming_mode)
     if report:
         check_output_path(report, [model, weights, model_quantized], "--report")
+    if report_html:
+        if report_html == "-" or report_html == report:
+            raise RistrettoError(f"--report-html {report_html}: give an HTML file of its own (not '-' or --report's)")
+        check_output_path(report_html, [model, weights, model_quantized], "--report-html")
     settings = QuantizeSettings(iterations=iterations, error_margin=error_margin, gpu=gpu, score_blob=score_blob,
                                 seed=seed, widths=parse_widths(widths), exp_min=exp_min, exp_max=exp_max,
                                 activation_bits=activation_bits, cache_bytes=int(cache_mb) << 20,
@@ -93,11 +102,22 @@ def quantize(model, weights, model_quantized, trimming_mode, iterations, error_m
                                 folded_weights=folded_weights, whole_graph=whole_graph,
                                 activation_range=activation_range, bias_bits=bias_bits, calibration=calibration,
                                 percentile=percentile, stats_batches=stats_batches, stats=stats)
-    with ui.progress_callback("quantize") as on_progress:
-        outcome = run_quantize(model, weights, model_quantized, trimming_mode, settings, on_progress=on_progress)
-    show_outcome(outcome, console=ui.err if report == "-" else ui.out)  # stdout holds nothing but the JSON then
+    if quiet:
+        outcome = run_quantize(model, weights, model_quantized, trimming_mode, settings)
+    else:
+        with ui.progress_callback("quantize") as on_progress:
+            outcome = run_quantize(model, weights, model_quantized, trimming_mode, settings, on_progress=on_progress)
+        show_outcome(outcome, console=ui.err if report == "-" else ui.out)  # stdout holds nothing but the JSON then
     if report:
         ui.write_json(report, outcome.report)
+    if report_html:
+        from ..caffe.atomic import atomic_write_text
+        from ..report import render_html
+
+        atomic_write_text(report_html, render_html(outcome.report, source=report if report not in (None, "-")
+                                                   else None))
+        if not quiet:
+            ui.log(f"wrote {report_html}")
 
 
 def show_outcome(outcome, console=None) -> None:

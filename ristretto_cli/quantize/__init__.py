@@ -8,7 +8,9 @@
   ``quantization_param`` fields, exactly the ones the original sets,
 * :mod:`.runner`  - scores candidates on cached batches, starting each forward at
   the first layer the candidate changes,
-* :mod:`.report`  - summary tables (as data), parameter memory, the JSON report dict.
+* :mod:`.report`  - summary tables (as data), parameter memory, the JSON report dict,
+* :mod:`.costing` - the hardware cost (:mod:`ristretto_cli.cost`) of every configuration
+  tried, for the report.
 
 :mod:`.procedure` puts them together: plan -> observe -> search -> write, settings in
 one :class:`~.procedure.QuantizeSettings`; it prints nothing (``ristretto quantize``
@@ -20,7 +22,7 @@ trimming_mode, **options)`` runs :func:`.procedure.quantize` (the Python API's
 would be replaced by this subpackage whenever it is imported).
 
 What it may import: ``net``, ``layers`` (the Ristretto layers' weight freezing),
-``formats``, ``caffe``, ``proto``, ``backend``, ``progress``, ``errors``; never
+``formats``, ``caffe``, ``cost``, ``proto``, ``backend``, ``progress``, ``errors``; never
 ``commands`` or ``solvers``.
 """
 

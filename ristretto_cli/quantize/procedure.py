@@ -29,6 +29,7 @@ from ..errors import RistrettoError
 from ..formats.trim import FLOAT32_EXP_RANGE, MAX_BITS
 from ..progress import OnProgress, Steps
 from . import choose, observe as observing
+from .costing import search_costs
 from .choose import DFP_WIDTHS, SearchResult
 from .observe import (ACTIVATION_RANGES, AFTER_PASS, CALIBRATIONS, PRE_ACTIVATION, STAT_BATCHES, STAT_TYPES,
                       WHOLE_GRAPH_STAT_TYPES)
@@ -360,6 +361,8 @@ def write(p: Plan, o: Observation, result: SearchResult, exp_bits: int | None, t
     data = report_json(settings=settings, result=result, ranges=o.ranges, lengths=o.lengths,
                        evaluations=runner.evaluations, baseline_eval=runner.baseline_evaluation, memory=memory,
                        counters=runner.counters, wall_s=wall, exp_bits=exp_bits, cached=runner.cached)
+    # the hardware cost of every configuration tried (ristretto report draws the Pareto front)
+    data["cost"] = search_costs(p.float_net, p.param, o.lengths, runner.evaluations, result.final, result.baseline)
     return QuantizeOutcome(result, data, p.model_quantized, runner.counters, memory, wall)
 
 
