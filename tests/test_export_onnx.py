@@ -298,6 +298,26 @@ def test_qonnx_export_with_quant_semantics_matches_the_original_bit_for_bit(case
         np.testing.assert_array_equal(value, np.load(folder / "expected_gpusem" / f"final__{out.name}.npy"))
 
 
+@pytest.mark.parametrize("case", ["lenet_dfp", "pow2", "conv_variants_dfp"])
+def test_qonnx_export_runs_in_the_qonnx_executor_like_the_original(case, shared):
+    """The qonnx package's own executor (its Quant implementation, not ours) reproduces
+    the original's GPU-semantics outputs bit for bit."""
+    pytest.importorskip("qonnx")
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    from ristretto_cli.export.onnx_export import export_onnx
+
+    folder = shared("golden", case)
+    result = export_onnx(str(folder / "net.prototxt"), str(folder / "weights.caffemodel"), "qonnx")
+    feeds = {p.stem[len("input_"):]: np.load(p) for p in folder.glob("input_*.npy")}
+    outputs = execute_onnx(ModelWrapper(result.model).transform(InferShapes()), feeds)
+    for out in result.model.graph.output:
+        np.testing.assert_array_equal(outputs[out.name],
+                                      np.load(folder / "expected_gpusem" / f"final__{out.name}.npy"))
+
+
 def test_metadata_names_the_source_the_quantization_and_our_version(shared):
     import json
 
