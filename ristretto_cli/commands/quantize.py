@@ -43,9 +43,11 @@ LEGACY_TRIMMING_MODES = {
               help="Memory for batches kept between candidates; beyond it every candidate re-reads the data.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="Batches scored side by side (0: one per core on the CPU); scores do not depend on it.")
+@click.option("--early-stop/--no-early-stop", "early_stop", default=True, show_default=True,
+              help="Stop scoring a candidate once its batches decide it (same choices and final score).")
 @seed_option
 def quantize(model, weights, model_quantized, trimming_mode, iterations, error_margin, gpu, score_blob, report,
-             widths, exp_min, exp_max, activation_bits, cache_mb, threads, seed):
+             widths, exp_min, exp_max, activation_bits, cache_mb, threads, early_stop, seed):
     """Find the smallest bit widths that keep the score within the error margin and
     write the quantized net (then fine-tune it)."""
     from ..caffe.atomic import check_output_path
@@ -59,7 +61,7 @@ def quantize(model, weights, model_quantized, trimming_mode, iterations, error_m
     settings = QuantizeSettings(iterations=iterations, error_margin=error_margin, gpu=gpu, score_blob=score_blob,
                                 seed=seed, widths=parse_widths(widths), exp_min=exp_min, exp_max=exp_max,
                                 activation_bits=activation_bits, cache_bytes=int(cache_mb) << 20,
-                                threads=threads or None)
+                                threads=threads or None, early_stop=early_stop)
     with ui.progress_callback("quantize") as on_progress:
         outcome = run_quantize(model, weights, model_quantized, trimming_mode, settings, on_progress=on_progress)
     show_outcome(outcome, console=ui.err if report == "-" else ui.out)  # stdout holds nothing but the JSON then
@@ -75,8 +77,9 @@ def show_outcome(outcome, console=None) -> None:
         ui.table(title, columns, rows, console=console or ui.out)
     counters = outcome.counters
     ui.log(f"wrote {outcome.model_quantized}; layer forwards {counters.layer_forwards:,} "
-           f"(the original procedure: {counters.original_layer_forwards:,}); {outcome.wall_s:.1f} s. "
-           f"Please fine-tune.")
+           f"(the original procedure: {counters.original_layer_forwards:,}); candidate batches "
+           f"{counters.batches_scored:,} scored, {counters.batches_saved:,} saved by early stopping "
+           f"({counters.decided_early} candidates decided early); {outcome.wall_s:.1f} s. Please fine-tune.")
 
 
 COMMANDS = [quantize]
