@@ -3,7 +3,9 @@
     python -m benchmarks.zoo                     # every net, batch 1 and 16
     python -m benchmarks.zoo --nets resnet50 mobilenet_v2 --batches 4 --rounds 5
 
-Random weights (``ristretto init --filler xavier``); both implementations read the same
+Random weights (``ristretto init --filler xavier``; BatchNorm statistics and Scale factors
+drawn around 1, as tests/test_opencv_parity.py does, so values stay finite through deep
+BatchNorm nets); both implementations read the same
 prototxt and .caffemodel and get the same input in one process. OpenCV runs with as
 many threads as our BLAS (``cv2.setNumThreads``). Per net and batch the two alternate
 for ``--rounds`` rounds (ours, OpenCV, ours, ...); a round repeats its forward pass for
@@ -68,6 +70,34 @@ def _best_round_seconds(fn, min_time: float) -> float:
             return elapsed / calls
 
 
+def randomize_normalization(model: Path, seed: int = 0) -> None:
+    """BatchNorm statistics (mean ~ 0, variance ~ 1, factor 1) and Scale weights ~ 1, bias ~ 0:
+    ``init`` fills only blobs of >= 2 axes, and zero statistics overflow deep nets."""
+    from ristretto_cli.caffe.blobproto import array_to_blob, blob_to_array
+    from ristretto_cli.caffe.caffemodel import read_caffemodel, write_caffemodel
+
+    rng = np.random.default_rng(seed)
+    param = read_caffemodel(model)
+    touched = False
+    for lp in param.layer:
+        if lp.type not in ("BatchNorm", "Scale"):
+            continue
+        arrays = [blob_to_array(b) for b in lp.blobs]
+        if lp.type == "BatchNorm":
+            c = arrays[0].shape
+            arrays = [rng.normal(0.0, 0.1, c).astype(np.float32), rng.uniform(0.5, 1.5, c).astype(np.float32),
+                      np.ones(1, np.float32)]
+        else:
+            arrays = [(rng.uniform(0.5, 1.5, a.shape) if i == 0 else rng.normal(0, 0.1, a.shape)).astype(np.float32)
+                      for i, a in enumerate(arrays)]
+        del lp.blobs[:]
+        for a in arrays:
+            lp.blobs.add().CopyFrom(array_to_blob(a))
+        touched = True
+    if touched:
+        write_caffemodel(model, param)
+
+
 def blas_threads() -> int:
     from threadpoolctl import threadpool_info
 
@@ -85,6 +115,7 @@ def measure(name: str, src: Path, batch: int, workdir: Path, rounds: int, min_ti
     safe = name.replace("/", "_")
     proto = deploy_with_batch(str(src), batch, workdir / f"{safe}_{batch}.prototxt")
     weights = random_weights(proto, workdir / f"{safe}.caffemodel")
+    randomize_normalization(weights)
     shape = _input_shape(read_net(str(proto)))
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
 

@@ -652,6 +652,8 @@ FAST_CASES = [
     ((2, 3, 8, 8), 6, (3, 3), (1, 1), (1, 1), (1, 1), 3),
     ((1, 2, 24, 23), 6, (3, 3), (1, 1), (1, 1), (1, 1), 2),
     ((2, 4, 9, 9), 8, (3, 3), (2, 2), (0, 0), (1, 1), 4),
+    # 3-D depthwise (the generic strided kernel)
+    ((2, 3, 5, 6, 7), 6, (2, 3, 2), (1, 2, 1), (1, 0, 1), (2, 1, 1), 3),
     # pointwise: 1x1 without pad, strides, groups, batch 1
     ((3, 8, 5, 6), 6, (1, 1), (1, 1), (0, 0), (1, 1), 1),
     ((1, 8, 7, 7), 4, (1, 1), (2, 2), (0, 0), (1, 1), 2),
@@ -692,9 +694,10 @@ def test_convolution_path_chosen_by_shape():
     assert path(g(1), (4, 16, 56, 56), 32, 1) == "pointwise"
     assert path(g(1, 2), (4, 16, 56, 56), 32, 2) == "pointwise"
     assert path(g(1, 1, 1), (4, 16, 56, 56), 32, 1) == "general"  # padded 1x1
-    assert path(g(3, 1, 1), (1, 32, 112, 112), 32, 32) == "depthwise"  # long rows
-    assert path(g(3, 1, 1), (1, 960, 7, 7), 960, 960) == "depthwise"  # tiny products
-    assert path(g(3, 1, 1), (16, 576, 14, 14), 576, 576) == "general"  # one large product per group wins
+    assert path(g(3, 1, 1), (1, 32, 112, 112), 32, 32) == "depthwise"  # large maps, small batch
+    assert path(g(3, 2, 1), (2, 96, 112, 112), 96, 96) == "depthwise"
+    assert path(g(3, 1, 1), (1, 960, 7, 7), 960, 960) == "general"  # short runs
+    assert path(g(3, 1, 1), (16, 32, 112, 112), 32, 32) == "general"  # batched products win
     assert path(g(3, 1, 1), (2, 32, 8, 8), 32, 2) == "general"  # grouped, not depthwise
     assert path(g(3, 1, 1), (2, 32, 8, 8), 32, 1) == "general"
 

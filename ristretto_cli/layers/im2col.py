@@ -315,22 +315,23 @@ def conv_path(geom: ConvGeometry, x_shape, num_output: int, groups: int) -> str:
       num_output / channels), a kernel of its own: for each kernel offset, the shifted
       window of the padded input times that offset's per-channel weights, accumulated
       (kernel_count multiply-adds over the output; no columns, no per-group products).
-      Chosen where it beats the general path (measured on 2 cores): when the per-group
-      products would be tiny (N * P < 256 output positions) or, for stride 1 in 2-D,
-      when each channel's flattened run is long (OH * padded W >= 512);
+      Chosen where it beat the general path in CPU time on 2 cores: 2-D, small batches
+      (N <= DEPTHWISE_MAX_BATCH) and large maps (a channel's flattened run, OH * phase
+      width, >= DEPTHWISE_MIN_RUN; see _depthwise_wide), where one sample's im2col
+      columns outgrow the cache. For larger batches the general path's columns are
+      chunked and its per-group products are long, and it was as fast or faster;
     * ``"general"``: im2col columns with the batch inside, one batched product over
       the groups (``matmul`` on a (G, O/G, C/G*K) stack).
     """
     if geom.pointwise:
         return "pointwise"
     n, c = int(x_shape[0]), int(x_shape[1])
-    if groups > 1 and groups == c:
+    if groups > 1 and groups == c and geom.ndim == 2 and n <= DEPTHWISE_MAX_BATCH:
         out = geom.output_shape(x_shape[2:])
-        positions = n * math.prod(out)
-        if positions < 256:
-            return "depthwise"
-        if geom.ndim == 2 and all(s == 1 for s in geom.stride) and \
-                out[0] * (x_shape[3] + 2 * geom.pad[1]) >= 512:
+        # the flattened run of one channel's rows (see _depthwise_wide)
+        wq = max(-(-(x_shape[3] + 2 * geom.pad[1]) // geom.stride[1]),
+                 (geom.kernel[1] - 1) * geom.dilation[1] // geom.stride[1] + out[1])
+        if out[0] * wq >= DEPTHWISE_MIN_RUN:
             return "depthwise"
     return "general"
 
@@ -352,8 +353,12 @@ def _pointwise(x, w, geom: ConvGeometry, groups: int, xp, bias, dtype):
     return y
 
 
-#: bytes of output a depthwise block accumulates in (it and its scratch stay in L2)
+#: bytes of columns a depthwise block builds (they stay in L2)
 DEPTHWISE_BLOCK_BYTES = 1 << 17
+#: the depthwise kernel is chosen for batches up to this size ...
+DEPTHWISE_MAX_BATCH = 4
+#: ... and maps whose flattened channel run is at least this long
+DEPTHWISE_MIN_RUN = 512
 
 
 def _depthwise_blocks(n: int, c: int, per_channel: int, xp):
@@ -378,7 +383,7 @@ def _depthwise(x, w, geom: ConvGeometry, xp, bias, dtype, out_spatial):
     o = w.shape[0]
     m = o // c
     nd = geom.ndim
-    if nd == 2 and all(s_ == 1 for s_ in geom.stride):
+    if nd == 2:
         return _depthwise_wide(x, w, geom, xp, bias, dtype, out_spatial)
     xpad = _as(pad_spatial(x, geom.pad, xp), dtype)
     wk = _as(w, dtype).reshape(c, m, geom.kernel_count)
@@ -409,50 +414,56 @@ def _depthwise(x, w, geom: ConvGeometry, xp, bias, dtype, out_spatial):
 
 
 def _depthwise_wide(x, w, geom: ConvGeometry, xp, bias, dtype, out_spatial):
-    """:func:`_depthwise` for 2-D, stride 1, on the flattened padded rows.
+    """:func:`_depthwise` for 2-D, on flattened rows of the input's stride phases.
 
-    With stride 1, the window of kernel offset (i, j) is, in the padded image flattened
-    row by row (width Wp), the contiguous run of OH * Wp values starting at
-    i*d*Wp + j*d; its first OW values of each row are the outputs, the others fall
-    off the edge and are dropped at the end. So every multiply-add runs over one long
-    contiguous run per channel instead of OH short rows (extra zero rows at the bottom
-    keep the last run inside the channel).
+    Phase (a, b) of the padded input is every sh-th row from a and every sw-th column
+    from b; kernel offset (i, j) reads phase (i*dh mod sh, j*dw mod sw) shifted by
+    (i*dh div sh, j*dw div sw) with stride 1. In a phase flattened row by row (width
+    Wq), that window is one contiguous run of OH * Wq values; its first OW values of
+    each row are outputs, the others fall off the edge and are dropped at the end. So
+    every multiply-add runs over one long run per channel instead of OH short strided
+    rows. (Stride 1: one phase, the padded input itself.)
     """
     n, c = x.shape[:2]
     o = w.shape[0]
     m = o // c
-    (kh, kw), (dh, dw) = geom.kernel, geom.dilation
+    (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.stride, geom.dilation
     oh, ow = out_spatial
-    wp = x.shape[3] + 2 * geom.pad[1]
-    extra_rows = -(-((kw - 1) * dw) // wp) if kw > 1 else 0
-    xpad = _as(pad_spatial(x, geom.pad, xp, extra=(extra_rows, 0)), dtype)
-    hp = xpad.shape[2]
-    flat = xpad.reshape(n, c, 1, hp * wp)
-    run = oh * wp
+    xpad = _as(pad_spatial(x, geom.pad, xp), dtype)
+    hp, wp = xpad.shape[2:]
+    r0max, c0max = (kh - 1) * dh // sh, (kw - 1) * dw // sw
+    wq = max(-(-wp // sw), c0max + ow)
+    hq = max(-(-hp // sh), r0max + oh) + (1 if c0max else 0)
+    if sh == 1 and sw == 1 and wq == wp:
+        phases = pad_spatial(x, geom.pad, xp, extra=(hq - hp, 0)).astype(dtype, copy=False)[None, None]
+    else:
+        phases = xp.zeros((sh, sw, n, c, hq, wq), dtype=dtype)
+        for a in range(sh):
+            for b in range(sw):
+                sub = xpad[:, :, a::sh, b::sw]
+                phases[a, b, :, :, :sub.shape[2], :sub.shape[3]] = sub
+    flat = phases.reshape(sh, sw, n, c, 1, hq * wq)
+    run = oh * wq
     wk = _as(w, dtype).reshape(c, m, geom.kernel_count)
+    kk = geom.kernel_count
     wide = xp.empty((n, c, m, run), dtype=dtype)
-    blocks = _depthwise_blocks(n, c, m * run * dtype.itemsize, xp)
+    # blocks of columns (bn, bc, K, run) about DEPTHWISE_BLOCK_BYTES: K contiguous copies
+    # of the runs, then one small product per channel, all in cache
+    blocks = _depthwise_blocks(n, c, kk * run * dtype.itemsize, xp)
     bn, bc = blocks[0][0].stop - blocks[0][0].start, blocks[0][1].stop - blocks[0][1].start
-    tmp = xp.empty((bn, bc, m, run), dtype=dtype)
-    starts = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
-    wviews = [wk[:, :, k].reshape(1, c, m, 1) for k in range(len(starts))]
+    col = xp.empty((bn, bc, kk, run), dtype=dtype)
+    taps = [((i * dh) % sh, (j * dw) % sw, (i * dh // sh) * wq + j * dw // sw) for i in range(kh) for j in range(kw)]
     for ns, cs in blocks:
         yc = wide[ns, cs]
-        t = tmp[: yc.shape[0], : yc.shape[1]]
-        xc = flat[ns, cs]
-        for k, st in enumerate(starts):
-            src = xc[..., st: st + run]
-            wv = wviews[k][:, cs]
-            if k == 0:
-                xp.multiply(src, wv, out=yc)
-            else:
-                xp.multiply(src, wv, out=t)
-                yc += t
+        cb = col[: yc.shape[0], : yc.shape[1]]
+        for k, (a, b, st) in enumerate(taps):
+            cb[:, :, k] = flat[a, b, ns, cs, 0, st: st + run]
+        xp.matmul(wk[cs], cb, out=yc)
     y = xp.empty((n, o, oh, ow), dtype=dtype)
     if bias is None:
-        y[...] = wide.reshape(n, o, oh, wp)[..., :ow]
+        y[...] = wide.reshape(n, o, oh, wq)[..., :ow]
     else:
-        xp.add(wide.reshape(n, o, oh, wp)[..., :ow], _as(bias, dtype).reshape(1, o, 1, 1), out=y)
+        xp.add(wide.reshape(n, o, oh, wq)[..., :ow], _as(bias, dtype).reshape(1, o, 1, 1), out=y)
     return y
 
 
