@@ -64,22 +64,25 @@ class ConvGeometry:
     def ndim(self) -> int:
         return len(self.kernel)
 
-    @property
+    @functools.cached_property
     def extent(self) -> tuple:
         """Dilated kernel size per axis: d * (k - 1) + 1."""
         return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
 
-    @property
+    @functools.cached_property
     def kernel_count(self) -> int:
         return math.prod(self.kernel)
 
-    @property
+    @functools.cached_property
     def pointwise(self) -> bool:
         """1x1 kernel without padding: the column matrix is (a strided slice of) the input."""
         return all(k == 1 for k in self.kernel) and all(p == 0 for p in self.pad)
 
     def output_shape(self, in_spatial) -> tuple:
         """Convolution output: (in + 2p - extent) // stride + 1 per axis."""
+        return _output_shape(self, tuple(int(i) for i in in_spatial))
+
+    def _output_shape(self, in_spatial) -> tuple:
         out = []
         for i, p, e, s in zip(in_spatial, self.pad, self.extent, self.stride):
             if i + 2 * p < e:
@@ -94,6 +97,11 @@ class ConvGeometry:
         if any(o <= 0 for o in out):
             raise ValueError(f"deconvolution of input size {tuple(in_spatial)} gives non-positive output {out}")
         return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _output_shape(geom: ConvGeometry, in_spatial: tuple) -> tuple:
+    return geom._output_shape(in_spatial)
 
 
 def pad_spatial(x, pad, xp, value=0.0, extra=None):
@@ -275,9 +283,19 @@ def _as(a, dtype):
 
 
 def _plan_chunks(n, c, geom, plan, dtype, xp):
-    chunks = batch_chunks(n, c * geom.kernel_count * plan.pc * dtype.itemsize, chunk_budget(xp))
-    nb = chunks[0][1] - chunks[0][0]
-    return chunks, nb
+    return _chunks(n, c * geom.kernel_count * plan.pc * dtype.itemsize, chunk_budget(xp))
+
+
+@functools.lru_cache(maxsize=1024)
+def _chunks(n: int, bytes_per_item: int, budget: int):
+    chunks = batch_chunks(n, bytes_per_item, budget)
+    return chunks, chunks[0][1] - chunks[0][0]
+
+
+@functools.lru_cache(maxsize=1024)
+def column_plan(geom: ConvGeometry, in_spatial: tuple, out_spatial: tuple) -> "ColumnPlan":
+    """The (immutable) :class:`ColumnPlan` of a shape, made once per shape."""
+    return ColumnPlan(geom, in_spatial, out_spatial)
 
 
 def _grouped(w, groups, dtype, xp):
@@ -312,9 +330,10 @@ def conv_path(geom: ConvGeometry, x_shape, num_output: int, groups: int) -> str:
       product per call, the input read in place (strided: one subsampling copy), no
       columns;
     * ``"depthwise"``: groups == channels (one input channel per group, any multiplier
-      num_output / channels), a kernel of its own: for each kernel offset, the shifted
-      window of the padded input times that offset's per-channel weights, accumulated
-      (kernel_count multiply-adds over the output; no columns, no per-group products).
+      num_output / channels), a kernel of its own: the padded input split into its
+      stride phases, each kernel offset's window is one contiguous run per channel;
+      blocks of a few channels copy their K runs into cache-sized columns and take one
+      small product per channel (no full im2col array, no per-group pass over memory).
       Chosen where it beat the general path in CPU time on 2 cores: 2-D, small batches
       (N <= DEPTHWISE_MAX_BATCH) and large maps (a channel's flattened run, OH * phase
       width, >= DEPTHWISE_MIN_RUN; see _depthwise_wide), where one sample's im2col
@@ -323,6 +342,12 @@ def conv_path(geom: ConvGeometry, x_shape, num_output: int, groups: int) -> str:
     * ``"general"``: im2col columns with the batch inside, one batched product over
       the groups (``matmul`` on a (G, O/G, C/G*K) stack).
     """
+    return _conv_path(geom, tuple(int(d) for d in x_shape), int(num_output), int(groups))
+
+
+@functools.lru_cache(maxsize=1024)
+def _conv_path(geom: ConvGeometry, x_shape: tuple, num_output: int, groups: int) -> str:
+    """The cached body of :func:`conv_path`."""
     if geom.pointwise:
         return "pointwise"
     n, c = int(x_shape[0]), int(x_shape[1])
@@ -510,7 +535,7 @@ def convolution(x, w, geom: ConvGeometry, groups: int, xp, bias=None, path: str 
         return _pointwise(x, w, geom, groups, xp, bias, xp.result_type(x.dtype, w.dtype))
     if path == "depthwise":
         return _depthwise(x, w, geom, xp, bias, xp.result_type(x.dtype, w.dtype), out_spatial)
-    plan = ColumnPlan(geom, x.shape[2:], out_spatial)
+    plan = column_plan(geom, tuple(x.shape[2:]), tuple(out_spatial))
     n, c, o = x.shape[0], x.shape[1], w.shape[0]
     dtype = xp.result_type(x.dtype, w.dtype)
     chunks, nb = _plan_chunks(n, c, geom, plan, dtype, xp)
@@ -542,7 +567,7 @@ def convolution_grad(x, dy, w, geom: ConvGeometry, groups: int, xp, need_dx=True
     path = path or conv_path(geom, x.shape, w.shape[0], groups)
     if path == "depthwise":
         return _depthwise_grad(x, dy, w, geom, xp, need_dx, need_dw, xp.result_type(x.dtype, w.dtype, dy.dtype))
-    plan = ColumnPlan(geom, x.shape[2:], dy.shape[2:])
+    plan = column_plan(geom, tuple(x.shape[2:]), tuple(dy.shape[2:]))
     n, c = x.shape[:2]
     dtype = xp.result_type(x.dtype, w.dtype, dy.dtype)
     chunks, nb = _plan_chunks(n, c, geom, plan, dtype, xp)
@@ -574,7 +599,7 @@ def convolution_transpose(y, w, geom: ConvGeometry, groups: int, out_spatial, xp
 
     ``y`` (N, O, *S_in) with ``w`` (O, C/groups, *kernel) -> (N, C, *out_spatial).
     """
-    plan = ColumnPlan(geom, out_spatial, y.shape[2:])
+    plan = column_plan(geom, tuple(out_spatial), tuple(y.shape[2:]))
     n = y.shape[0]
     c = w.shape[1] * groups
     dtype = xp.result_type(y.dtype, w.dtype)
@@ -594,7 +619,7 @@ def convolution_transpose_grad(y, dx, w, geom: ConvGeometry, groups: int, xp, ne
     Returns (dy or None, dw or None): dy = convolution(dx, w); dw = the convolution
     weight gradient with input ``dx`` and output gradient ``y``. One im2col serves both.
     """
-    plan = ColumnPlan(geom, dx.shape[2:], y.shape[2:])
+    plan = column_plan(geom, tuple(dx.shape[2:]), tuple(y.shape[2:]))
     n, c = dx.shape[:2]
     dtype = xp.result_type(y.dtype, w.dtype, dx.dtype)
     chunks, nb = _plan_chunks(n, c, geom, plan, dtype, xp)
