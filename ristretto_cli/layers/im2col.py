@@ -454,14 +454,14 @@ def _depthwise_wide(x, w, geom: ConvGeometry, xp, bias, dtype, out_spatial):
     m = o // c
     (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.stride, geom.dilation
     oh, ow = out_spatial
-    xpad = _as(pad_spatial(x, geom.pad, xp), dtype)
-    hp, wp = xpad.shape[2:]
+    hp, wp = (s_ + 2 * p_ for s_, p_ in zip(x.shape[2:], geom.pad))
     r0max, c0max = (kh - 1) * dh // sh, (kw - 1) * dw // sw
     wq = max(-(-wp // sw), c0max + ow)
     hq = max(-(-hp // sh), r0max + oh) + (1 if c0max else 0)
-    if sh == 1 and sw == 1 and wq == wp:
-        phases = pad_spatial(x, geom.pad, xp, extra=(hq - hp, 0)).astype(dtype, copy=False)[None, None]
+    if sh == 1 and sw == 1 and wq == wp:  # one phase: the padded input with extra zero rows
+        phases = _as(pad_spatial(x, geom.pad, xp, extra=(hq - hp, 0)), dtype)[None, None]
     else:
+        xpad = _as(pad_spatial(x, geom.pad, xp), dtype)
         phases = xp.zeros((sh, sw, n, c, hq, wq), dtype=dtype)
         for a in range(sh):
             for b in range(sw):
