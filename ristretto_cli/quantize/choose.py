@@ -232,8 +232,8 @@ def search_minifloat(evaluate: Evaluate, baseline: float, error_margin: float, e
     else:
         t = next(t for t in trials if t.bit_width == best)
         res.final, res.final_score = t.candidate, t.score
-        if t.decided_early:
-            res.final_score = _scored(evaluate(t.candidate)).value
+        if t.decided_early:  # finish it: the same net, which the original scored once
+            res.final_score = _scored(evaluate(t.candidate, counted=False)).value
     res.chosen["mant_bits"] = res.final.mant_bits
     res.chosen["exp_bits"] = res.final.exp_bits
     return res

@@ -297,19 +297,22 @@ class CandidateRunner:
         net.share_weights_from(self.float_net)
         return net
 
-    def evaluate(self, candidate: Candidate, rule: StoppingRule | None = None) -> Score:
+    def evaluate(self, candidate: Candidate, rule: StoppingRule | None = None, counted: bool = True) -> Score:
         """Score ``candidate`` on the batches (memoized on the TEST net it describes).
 
         With ``rule``, stop as soon as the scored batches decide the candidate; the
         returned :class:`Score` then holds the decision and the mean of the batches
         scored. Without one, every batch is scored (reusing those scored before).
+        ``counted=False``: finishing a net stopped early that the original procedure
+        scored only once (not a candidate of its own in the counters).
         """
         if self.baseline is None:
             raise RuntimeError("run_baseline first")
         t0 = time.perf_counter()
         n = len(self.float_net.layers)
-        self.counters.candidates += 1
-        self.counters.original_layer_forwards += n * self.iterations
+        if counted:
+            self.counters.candidates += 1
+            self.counters.original_layer_forwards += n * self.iterations
         label = candidate.label()
         key = self._test_param(rewrite_net(self.param, candidate, self.lengths)).SerializeToString(
             deterministic=True)
@@ -330,14 +333,13 @@ class CandidateRunner:
         else:
             before = sum(v is not None for v in values)
             if self.cached and k in self._snapshots:
-                forwards_per_batch = self._run_cached(candidate, k, label, values, decide)
+                forwards_per_batch, ran = self._run_cached(candidate, k, label, values, decide)
                 start_name = self.float_net.layer_names[k]
             else:
                 values = [None] * self.iterations  # a fresh net reads the data from the first record
                 before = 0
-                forwards_per_batch = self._run_reread(candidate, label, values, decide)
+                forwards_per_batch, ran = self._run_reread(candidate, label, values, decide)
                 start_name = self.float_net.layer_names[0]
-            ran = sum(v is not None for v in values) - before
             if before:
                 self.on_skip(before, label + " (batches scored before)")
             forwards = forwards_per_batch * ran
@@ -351,17 +353,19 @@ class CandidateRunner:
             ev = Evaluation(candidate, mean_score(scored), start_name, forwards, [float(v) for v in scored],
                             time.perf_counter() - t0, [None if v is None else float(v) for v in values], passed)
             self._memo[key] = ev
-        # Saved: batches that no evaluation of a net ever ran (a net stopped early and later
-        # scored in full saved nothing).
-        self.counters.batches_saved = sum(self.iterations - e.batches_scored for e in self._memo.values()
-                                          if e is not self.baseline_evaluation)
+        # Saved: every distinct candidate net on every batch (what scoring without early
+        # stopping runs) minus the batches run (a net stopped early and later finished saved
+        # nothing; batches run past a deciding prefix by a second thread count as run).
+        nets = sum(1 for e in self._memo.values() if e is not self.baseline_evaluation)
+        self.counters.batches_saved = max(0, nets * self.iterations - self.counters.batches_scored)
         self.evaluations.append(ev)
         return ev.to_score()
 
-    def _run_cached(self, candidate: Candidate, k: int, label: str, values: list, decide=None) -> int:
+    def _run_cached(self, candidate: Candidate, k: int, label: str, values: list, decide=None) -> tuple[int, int]:
         """The batches of ``values`` still None, from layer k on, on ``self.workers`` nets in
-        parallel threads, until ``decide(values)`` settles the candidate; returns the
-        layer forwards per batch."""
+        parallel threads, until ``decide`` settles the candidate on a prefix of the batches
+        (values past that prefix are dropped again, so the outcome does not depend on the
+        threads' timing); returns (layer forwards per batch, batches run)."""
         todo = [b for b, v in enumerate(values) if v is None]
         workers = max(1, min(self.workers, len(todo)))
         nets = [self.build(candidate, fed_inputs=True) for _ in range(workers)]
@@ -370,6 +374,10 @@ class CandidateRunner:
         run = sum(1 for i in range(k, end) if nets[0].bottom_names[i])  # data layers are fed
         stop = threading.Event()
         lock = threading.Lock()
+        n = len(values)
+        prefix = [todo[0] if todo else n]   # values[:prefix] are all scored
+        decided_at: list[int] = []
+        ran = [0]
 
         def work(w: int) -> None:
             net = nets[w]
@@ -386,8 +394,15 @@ class CandidateRunner:
                 value = first_element(self._blob(net), self.backend)
                 with lock:
                     values[b] = value
-                    if decide is not None and decide(values) is not None:
-                        stop.set()
+                    ran[0] += 1
+                    # Decide on the scored prefix only, one batch at a time: the first prefix
+                    # that decides is the same whatever order the threads finish in.
+                    while decide is not None and not decided_at and prefix[0] < n and values[prefix[0]] is not None:
+                        prefix[0] += 1
+                        p = prefix[0]
+                        if decide(values[:p] + [None] * (n - p)) is not None:
+                            decided_at.append(p)
+                            stop.set()
                 self.on_batch(label)
 
         if workers == 1:
@@ -402,11 +417,14 @@ class CandidateRunner:
                 except BaseException:  # an error or Ctrl-C: let the other threads stop soon
                     stop.set()
                     raise
-        return run
+        if decided_at:  # batches other threads scored past the deciding prefix are dropped
+            for b in range(decided_at[0], n):
+                values[b] = None
+        return run, ran[0]
 
-    def _run_reread(self, candidate: Candidate, label: str, values: list, decide=None) -> int:
+    def _run_reread(self, candidate: Candidate, label: str, values: list, decide=None) -> tuple[int, int]:
         """The original's way: a fresh net reads its data layers from the first record;
-        returns the layer forwards per batch."""
+        returns (layer forwards per batch, batches run)."""
         net = self.build(candidate)
         try:
             _trim_weights_once([net])
@@ -419,7 +437,7 @@ class CandidateRunner:
                         break
         finally:
             net.close()
-        return self.end
+        return self.end, sum(v is not None for v in values)
 
     def count_stats(self, net: Net, batches: int) -> None:
         """Account for the statistics pass (the same in both procedures)."""
