@@ -55,12 +55,12 @@ def bench_lenet(iterations: int = 100, trimming_mode: str = DYNAMIC_FIXED_POINT,
         wd = workdir or tmp
         model, weights = make_lenet_workdir(wd)
         out = os.path.join(wd, "lenet_quantized.prototxt")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         outcome = quantize(model, weights, out, trimming_mode, iterations=iterations, gpu=gpu,
                            cache_bytes=cache_bytes, threads=threads, early_stop=early_stop)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rep = outcome.report
-    return {"wall_s": wall, "layer_forwards": rep["layer_forwards"],
+    return {"wall_s": wall, "cpu_s": cpu, "layer_forwards": rep["layer_forwards"],
             "original_layer_forwards": rep["original_layer_forwards"], "choices": rep["chosen"],
             "baseline": rep["baseline"], "final_score": rep["final"]["score"],
             "candidates": [(c["category"], c["bit_width"], c["score"]) for c in rep["candidates"]],

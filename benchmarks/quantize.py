@@ -61,7 +61,7 @@ def main(argv=None) -> None:
     load = round(os.getloadavg()[0], 2)
     r = bench_lenet(iterations=args.iterations, trimming_mode=args.mode, early_stop=args.early_stop != "off")
     rec = {"bench": "quantize_cpu", "net": "lenet", "trimming_mode": r["trimming_mode"],
-           "iterations": r["iterations"], "wall_s": round(r["wall_s"], 2),
+           "iterations": r["iterations"], "wall_s": round(r["wall_s"], 2), "cpu_s": round(r["cpu_s"], 2),
            "layer_forwards": r["layer_forwards"], "original_layer_forwards": r["original_layer_forwards"],
            "original_over_ours_layer_forwards": round(r["original_layer_forwards"] / max(1, r["layer_forwards"]), 2),
            "choices": r["choices"], "baseline": r["baseline"], "final_score": r["final_score"],
