@@ -42,7 +42,8 @@ def make_lenet_workdir(workdir: str, train_records: int | None = 640,
 
 
 def bench_lenet(iterations: int = 100, trimming_mode: str = DYNAMIC_FIXED_POINT, workdir: str | None = None,
-                gpu: int | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES, threads: int | None = None) -> dict:
+                gpu: int | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES, threads: int | None = None,
+                early_stop: bool = True) -> dict:
     """Quantize LeNet (trained weights from ../shared) on MNIST t10k and time it.
 
     Returns {wall_s, layer_forwards, original_layer_forwards, choices, baseline,
@@ -54,14 +55,16 @@ def bench_lenet(iterations: int = 100, trimming_mode: str = DYNAMIC_FIXED_POINT,
         wd = workdir or tmp
         model, weights = make_lenet_workdir(wd)
         out = os.path.join(wd, "lenet_quantized.prototxt")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         outcome = quantize(model, weights, out, trimming_mode, iterations=iterations, gpu=gpu,
-                           cache_bytes=cache_bytes, threads=threads)
-        wall = time.perf_counter() - t0
+                           cache_bytes=cache_bytes, threads=threads, early_stop=early_stop)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rep = outcome.report
-    return {"wall_s": wall, "layer_forwards": rep["layer_forwards"],
+    return {"wall_s": wall, "cpu_s": cpu, "layer_forwards": rep["layer_forwards"],
             "original_layer_forwards": rep["original_layer_forwards"], "choices": rep["chosen"],
             "baseline": rep["baseline"], "final_score": rep["final"]["score"],
             "candidates": [(c["category"], c["bit_width"], c["score"]) for c in rep["candidates"]],
             "iterations": iterations, "trimming_mode": trimming_mode, "threads": rep["threads"],
-            "batch_cache": rep["batch_cache"]}
+            "batch_cache": rep["batch_cache"], "early_stop": rep["early_stop"],
+            "batches_scored": rep["batches_scored"], "batches_saved": rep["batches_saved"],
+            "candidates_decided_early": rep["candidates_decided_early"]}

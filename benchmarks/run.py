@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SECTIONS = ("forward", "train", "quantize")
+SECTIONS = ("forward", "train", "quantize", "zoo")
 
 
 def main(argv=None) -> None:

@@ -10,7 +10,11 @@ differs from what this script produces (tests/test_models.py runs the same check
 Sources of the facts (architecture, fillers, multipliers, solver schedules):
   LeNet, CIFAR-10 full/quick, CaffeNet: BVLC Caffe 1.0 examples and models (BSD-2);
   SqueezeNet v1.0 / v1.1: Iandola et al. 2016, arXiv:1602.07360, DeepScale/SqueezeNet (BSD-2);
-  GoogLeNet: Szegedy et al. 2015, arXiv:1409.4842, Caffe's bvlc_googlenet (BSD-2, unrestricted).
+  GoogLeNet: Szegedy et al. 2015, arXiv:1409.4842, Caffe's bvlc_googlenet (BSD-2, unrestricted);
+  ResNet-50: He et al. 2016, arXiv:1512.03385, KaimingHe/deep-residual-networks (deploy file; the
+    train/val file adds Caffe's usual BatchNorm/Scale training settings, which were not published);
+  MobileNet v1 / v2: Howard et al. 2017, arXiv:1704.04861; Sandler et al. 2018, arXiv:1801.04381,
+    layer names and settings of shicai/MobileNet-Caffe (BSD-3).
 
 Paths inside the files (LMDB sources, mean files, snapshot prefixes) follow Caffe's layout
 relative to the working directory (``examples/mnist/mnist_train_lmdb`` ...); the solvers
@@ -558,6 +562,185 @@ def googlenet_solver(quick: bool):
 
 
 # --------------------------------------------------------------------------------------
+# Nets with batch normalization: Convolution (no bias) -> BatchNorm -> Scale (bias), the
+# two normalization layers in place on the convolution's top, as the published files.
+# --------------------------------------------------------------------------------------
+BN_STATS = mults((0, 0), (0, 0), (0, 0))  # the statistics are not learned
+
+
+def conv_bn(name, bottom, top, num_output, kernel, stride=None, pad=None, group=None, deploy=True,
+            bn=None, scale=None, weight=None, relu_name=None, names=None):
+    """Convolution without bias, BatchNorm + Scale in place, optionally a ReLU in place.
+
+    ``names`` = (batch norm layer, scale layer); ``deploy`` nets fix the statistics
+    (use_global_stats: true), train/val nets let Caffe pick them by phase.
+    """
+    bn_name, scale_name = names
+    p = [("num_output", num_output), ("bias_term", False)]
+    if pad is not None:
+        p.append(("pad", pad))
+    p.append(("kernel_size", kernel))
+    if group is not None:
+        p.append(("group", group))
+    if stride is not None:
+        p.append(("stride", stride))
+    if weight is not None and not deploy:
+        p.append(("weight_filler", weight))
+    out = [layer(name, "Convolution", (bottom,), (top,), [] if deploy else mults((1, 1)),
+                 [("convolution_param", p)])]
+    bnp = [("use_global_stats", True)] if deploy else []
+    bnp += bn or []
+    out.append(layer(bn_name, "BatchNorm", (top,), (top,), [] if deploy else BN_STATS,
+                     [("batch_norm_param", bnp)] if bnp else []))
+    sp = [("bias_term", True)] + (scale or [])
+    out.append(layer(scale_name, "Scale", (top,), (top,), [] if deploy else mults((1, 0), (1, 0)),
+                     [("scale_param", sp)]))
+    if relu_name:
+        out.append(relu(relu_name, top))
+    return out
+
+
+def eltwise(name, bottoms, top):
+    return layer(name, "Eltwise", tuple(bottoms), (top,))
+
+
+def _bn_head(deploy, crop=224, train_batch=32, test_batch=50):
+    if deploy:
+        return [input_layer((1, 3, crop, crop))]
+    return _imagenet_data(crop, train_batch, test_batch, mirror=True, mean_values=(104, 117, 123))
+
+
+def _bn_tail(deploy, logits):
+    if deploy:
+        return [softmax("prob", logits, "prob")]
+    return [loss("loss", logits, "loss"),
+            accuracy("accuracy", logits, "accuracy"),
+            accuracy("accuracy_top5", logits, "accuracy_top5", top_k=5)]
+
+
+# --------------------------------------------------------------------------------------
+# ResNet-50 (He et al. 2016, arXiv:1512.03385), KaimingHe/deep-residual-networks
+# --------------------------------------------------------------------------------------
+#: (stage, blocks, bottleneck width); the output has 4x the width.
+RESNET50_STAGES = [(2, 3, 64), (3, 4, 128), (4, 6, 256), (5, 3, 512)]
+
+
+def resnet50(deploy: bool):
+    msra = filler("msra")
+
+    def cbn(name, bottom, num_output, kernel, stride=None, pad=None, relu_after=True):
+        suffix = name[3:] if name.startswith("res") else "_" + name
+        return conv_bn(name, bottom, name, num_output, kernel, stride=stride, pad=pad, deploy=deploy,
+                       weight=msra, relu_name=(name + "_relu") if relu_after else None,
+                       names=("bn" + suffix, "scale" + suffix))
+
+    L = cbn("conv1", "data", 64, 7, stride=2, pad=3)
+    L.append(pool("pool1", "conv1", "pool1", MAX, 3, 2))
+    bottom = "pool1"
+    for stage, blocks, width in RESNET50_STAGES:
+        for b in range(blocks):
+            tag = f"{stage}{chr(ord('a') + b)}"
+            stride = 2 if (b == 0 and stage > 2) else None
+            if b == 0:  # projection shortcut
+                shortcut = f"res{tag}_branch1"
+                L += cbn(shortcut, bottom, 4 * width, 1, stride=stride, relu_after=False)
+            else:
+                shortcut = bottom
+            L += cbn(f"res{tag}_branch2a", bottom, width, 1, stride=stride)
+            L += cbn(f"res{tag}_branch2b", f"res{tag}_branch2a", width, 3, pad=1)
+            L += cbn(f"res{tag}_branch2c", f"res{tag}_branch2b", 4 * width, 1, relu_after=False)
+            L.append(eltwise(f"res{tag}", (shortcut, f"res{tag}_branch2c"), f"res{tag}"))
+            L.append(relu(f"res{tag}_relu", f"res{tag}"))
+            bottom = f"res{tag}"
+    L.append(pool("pool5", bottom, "pool5", AVE, 7, 1))
+    L.append(fc("fc1000", "pool5", "fc1000", 1000, None if deploy else msra,
+                None if deploy else filler("constant"), () if deploy else mults((1, 1), (2, 0))))
+    return [("name", "ResNet-50")] + _bn_head(deploy) + L + _bn_tail(deploy, "fc1000")
+
+
+# --------------------------------------------------------------------------------------
+# MobileNet v1 / v2 (Howard et al. 2017, arXiv:1704.04861; Sandler et al. 2018,
+# arXiv:1801.04381), as converted to Caffe in shicai/MobileNet-Caffe: depthwise layers
+# are Convolutions with group == channels, BatchNorm eps 1e-5, plain ReLU.
+# --------------------------------------------------------------------------------------
+MOBILENET_BN = [("eps", 1e-05)]
+#: (depthwise stride, pointwise outputs) of the 13 separable blocks and their names
+MOBILENET_V1_BLOCKS = [("2_1", 1, 64), ("2_2", 2, 128), ("3_1", 1, 128), ("3_2", 2, 256),
+                       ("4_1", 1, 256), ("4_2", 2, 512), ("5_1", 1, 512), ("5_2", 1, 512),
+                       ("5_3", 1, 512), ("5_4", 1, 512), ("5_5", 1, 512), ("5_6", 2, 1024),
+                       ("6", 1, 1024)]
+
+
+def _mobile_conv(deploy, name, bottom, num_output, kernel, relu_name, stride=None, pad=None, group=None):
+    return conv_bn(name, bottom, name, num_output, kernel, stride=stride, pad=pad, group=group,
+                   deploy=deploy, bn=MOBILENET_BN, weight=filler("msra"), relu_name=relu_name,
+                   names=(name + "/bn", name + "/scale"))
+
+
+def _mobile_classifier(deploy, bottom):
+    p = [("num_output", 1000), ("kernel_size", 1)]
+    if not deploy:
+        p += [("weight_filler", filler("msra")), ("bias_filler", filler("constant"))]
+    return [pool("pool6", bottom, "pool6", AVE, global_pooling=True),
+            layer("fc7", "Convolution", ("pool6",), ("fc7",), [] if deploy else mults((1, 1), (2, 0)),
+                  [("convolution_param", p)])]
+
+
+def mobilenet_v1(deploy: bool):
+    L = _mobile_conv(deploy, "conv1", "data", 32, 3, "relu1", stride=2, pad=1)
+    bottom, channels = "conv1", 32
+    for tag, stride, out in MOBILENET_V1_BLOCKS:
+        dw, sep = f"conv{tag}/dw", f"conv{tag}/sep"
+        L += _mobile_conv(deploy, dw, bottom, channels, 3, f"relu{tag}/dw", stride=stride, pad=1,
+                          group=channels)
+        L += _mobile_conv(deploy, sep, dw, out, 1, f"relu{tag}/sep")
+        bottom, channels = sep, out
+    L += _mobile_classifier(deploy, bottom)
+    return [("name", "MOBILENET")] + _bn_head(deploy) + L + _bn_tail(deploy, "fc7")
+
+
+#: inverted residual blocks: (name, expansion outputs, outputs, depthwise stride)
+MOBILENET_V2_BLOCKS = [
+    ("2_1", 32, 16, 1), ("2_2", 96, 24, 2), ("3_1", 144, 24, 1), ("3_2", 144, 32, 2),
+    ("4_1", 192, 32, 1), ("4_2", 192, 32, 1), ("4_3", 192, 64, 2), ("4_4", 384, 64, 1),
+    ("4_5", 384, 64, 1), ("4_6", 384, 64, 1), ("4_7", 384, 96, 1), ("5_1", 576, 96, 1),
+    ("5_2", 576, 96, 1), ("5_3", 576, 160, 2), ("6_1", 960, 160, 1), ("6_2", 960, 160, 1),
+    ("6_3", 960, 320, 1),
+]
+
+
+def mobilenet_v2(deploy: bool):
+    L = _mobile_conv(deploy, "conv1", "data", 32, 3, "relu1", stride=2, pad=1)
+    bottom, channels = "conv1", 32
+    for tag, expand, out, stride in MOBILENET_V2_BLOCKS:
+        p = f"conv{tag}/"
+        L += _mobile_conv(deploy, p + "expand", bottom, expand, 1, f"relu{tag}/expand")
+        L += _mobile_conv(deploy, p + "dwise", p + "expand", expand, 3, f"relu{tag}/dwise",
+                          stride=stride if stride > 1 else None, pad=1, group=expand)
+        L += _mobile_conv(deploy, p + "linear", p + "dwise", out, 1, None)
+        top = p + "linear"
+        if stride == 1 and out == channels:  # residual connection
+            top = f"block_{tag}"
+            L.append(eltwise(top, (bottom, p + "linear"), top))
+        bottom, channels = top, out
+    L += _mobile_conv(deploy, "conv6_4", bottom, 1280, 1, "relu6_4")
+    L += _mobile_classifier(deploy, "conv6_4")
+    return [("name", "MOBILENET_V2")] + _bn_head(deploy) + L + _bn_tail(deploy, "fc7")
+
+
+def _bn_solver(net, base_lr, weight_decay, max_iter):
+    return [
+        ("net", f"models/{net}/train_val.prototxt"),
+        ("test_iter", 1000), ("test_interval", 5000), ("test_initialization", False),
+        ("display", 40), ("average_loss", 40), ("base_lr", base_lr),
+        ("lr_policy", "poly"), ("power", 1.0), ("max_iter", max_iter),
+        ("momentum", 0.9), ("weight_decay", weight_decay),
+        ("snapshot", 10000), ("snapshot_prefix", f"models/{net}/{net}"),
+        ("solver_mode", Enum("CPU")),
+    ]
+
+
+# --------------------------------------------------------------------------------------
 # The files
 # --------------------------------------------------------------------------------------
 CITE = {
@@ -568,6 +751,9 @@ CITE = {
     "squeezenet_v1.0": "SqueezeNet v1.0 (Iandola et al. 2016, arXiv:1602.07360).",
     "squeezenet_v1.1": "SqueezeNet v1.1: 64 3x3 conv1 filters, pools after fire3/fire5 (DeepScale).",
     "googlenet": "GoogLeNet / Inception v1 (Szegedy et al. 2015, arXiv:1409.4842), BVLC replication.",
+    "resnet50": "ResNet-50 (He et al. 2016, arXiv:1512.03385), as KaimingHe/deep-residual-networks.",
+    "mobilenet_v1": "MobileNet v1 (Howard et al. 2017, arXiv:1704.04861), as shicai/MobileNet-Caffe.",
+    "mobilenet_v2": "MobileNet v2 (Sandler et al. 2018, arXiv:1801.04381), as shicai/MobileNet-Caffe.",
 }
 
 
@@ -616,6 +802,17 @@ def files() -> dict[str, str]:
     put("googlenet/deploy.prototxt", "Deploy net.", googlenet(True))
     put("googlenet/solver.prototxt", "Solver (step schedule).", googlenet_solver(False))
     put("googlenet/quick_solver.prototxt", "Solver (quick, poly schedule).", googlenet_solver(True))
+
+    put("resnet50/train_val.prototxt", "Train/val net (BatchNorm statistics by phase).", resnet50(False))
+    put("resnet50/deploy.prototxt", "Deploy net.", resnet50(True))
+    put("resnet50/solver.prototxt", "Solver (poly schedule).", _bn_solver("resnet50", 0.1, 0.0001, 600000))
+    put("mobilenet_v1/train_val.prototxt", "Train/val net (depthwise = group == channels).", mobilenet_v1(False))
+    put("mobilenet_v1/deploy.prototxt", "Deploy net.", mobilenet_v1(True))
+    put("mobilenet_v1/solver.prototxt", "Solver (poly schedule).", _bn_solver("mobilenet_v1", 0.1, 4e-05, 600000))
+    put("mobilenet_v2/train_val.prototxt", "Train/val net (inverted residuals, linear bottlenecks).",
+        mobilenet_v2(False))
+    put("mobilenet_v2/deploy.prototxt", "Deploy net.", mobilenet_v2(True))
+    put("mobilenet_v2/solver.prototxt", "Solver (poly schedule).", _bn_solver("mobilenet_v2", 0.045, 4e-05, 600000))
     return out
 
 

@@ -635,3 +635,78 @@ def test_inner_product_rejects_wrong_input_size(backend):
     layer = make(ip_text("num_output: 2"), bottom_shapes=[(2, 6)], backend=backend)
     with pytest.raises(RistrettoError, match="incompatible"):
         layer.reshape([(2, 7)])
+
+
+# -- fast paths against the general (im2col) path ---------------------------------------
+# (shape, num_output, kernel, stride, pad, dilation, group)
+FAST_CASES = [
+    # depthwise, multiplier 1: pads, strides, dilations, batch 1, odd sizes, long runs
+    ((2, 6, 9, 7), 6, (3, 3), (1, 1), (1, 1), (1, 1), 6),
+    ((1, 4, 8, 9), 4, (3, 3), (2, 2), (1, 1), (1, 1), 4),
+    ((3, 5, 7, 7), 5, (3, 3), (1, 1), (2, 2), (2, 2), 5),
+    ((1, 3, 30, 31), 3, (3, 3), (1, 1), (1, 1), (1, 1), 3),
+    ((2, 3, 11, 10), 3, (2, 3), (1, 1), (0, 1), (1, 2), 3),
+    ((1, 2, 5, 6), 2, (5, 3), (1, 2), (2, 0), (1, 1), 2),
+    ((1, 4, 9, 9), 4, (3, 3), (1, 1), (1, 1), (4, 4), 4),  # dilation wider than one padded row
+    # depthwise with a channel multiplier (num_output = 2 or 3 x channels)
+    ((2, 3, 8, 8), 6, (3, 3), (1, 1), (1, 1), (1, 1), 3),
+    ((1, 2, 24, 23), 6, (3, 3), (1, 1), (1, 1), (1, 1), 2),
+    ((2, 4, 9, 9), 8, (3, 3), (2, 2), (0, 0), (1, 1), 4),
+    # 3-D depthwise (the generic strided kernel)
+    ((2, 3, 5, 6, 7), 6, (2, 3, 2), (1, 2, 1), (1, 0, 1), (2, 1, 1), 3),
+    # pointwise: 1x1 without pad, strides, groups, batch 1
+    ((3, 8, 5, 6), 6, (1, 1), (1, 1), (0, 0), (1, 1), 1),
+    ((1, 8, 7, 7), 4, (1, 1), (2, 2), (0, 0), (1, 1), 2),
+    ((2, 6, 7, 9), 9, (1, 1), (3, 2), (0, 0), (1, 1), 3),
+]
+
+
+@pytest.mark.parametrize("shape,o,kernel,stride,pad,dil,group", FAST_CASES)
+def test_convolution_fast_paths_match_general(backend, monkeypatch, shape, o, kernel, stride, pad, dil, group):
+    """Each fast kernel, forced on the shape, gives the general path's output and gradients;
+    with tiny cache blocks too (many blocks, partial last ones)."""
+    xp, host = backend.xp, backend.to_numpy
+    rng = np.random.default_rng(11)
+    geom = im2col_mod.ConvGeometry(kernel, stride, pad, dil)
+    x = backend.asarray(rng.standard_normal(shape))
+    w = backend.asarray(rng.standard_normal((o, shape[1] // group) + kernel))
+    b = backend.asarray(rng.standard_normal(o))
+    path = "pointwise" if geom.pointwise else "depthwise"
+    ref = im2col_mod.convolution(x, w, geom, group, xp, bias=b, path="general")
+    dy = backend.asarray(rng.standard_normal(ref.shape))
+    ref_dx, ref_dw = im2col_mod.convolution_grad(x, dy, w, geom, group, xp, path="general")
+    for block in (im2col_mod.DEPTHWISE_BLOCK_BYTES, 1):
+        monkeypatch.setattr(im2col_mod, "DEPTHWISE_BLOCK_BYTES", block)
+        got = im2col_mod.convolution(x, w, geom, group, xp, bias=b, path=path)
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(host(got), host(ref), rtol=1e-12, atol=1e-12)
+        dx, dw = im2col_mod.convolution_grad(x, dy, w, geom, group, xp, path=path)
+        np.testing.assert_allclose(host(dx), host(ref_dx), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(host(dw), host(ref_dw), rtol=1e-12, atol=1e-12)
+    # float32 in, float32 out
+    y32 = im2col_mod.convolution(x.astype(np.float32), w.astype(np.float32), geom, group, xp, path=path)
+    assert y32.dtype == np.float32
+
+
+def test_convolution_path_chosen_by_shape():
+    g = lambda k, s=1, p=0: im2col_mod.ConvGeometry((k, k), (s, s), (p, p), (1, 1))  # noqa: E731
+    path = im2col_mod.conv_path
+    assert path(g(1), (4, 16, 56, 56), 32, 1) == "pointwise"
+    assert path(g(1, 2), (4, 16, 56, 56), 32, 2) == "pointwise"
+    assert path(g(1, 1, 1), (4, 16, 56, 56), 32, 1) == "general"  # padded 1x1
+    assert path(g(3, 1, 1), (1, 32, 112, 112), 32, 32) == "depthwise"  # large maps, small batch
+    assert path(g(3, 2, 1), (2, 96, 112, 112), 96, 96) == "depthwise"
+    assert path(g(3, 1, 1), (1, 960, 7, 7), 960, 960) == "general"  # short runs
+    assert path(g(3, 1, 1), (16, 32, 112, 112), 32, 32) == "general"  # batched products win
+    assert path(g(3, 1, 1), (2, 32, 8, 8), 32, 2) == "general"  # grouped, not depthwise
+    assert path(g(3, 1, 1), (2, 32, 8, 8), 32, 1) == "general"
+
+
+@pytest.mark.parametrize("body,shape", [
+    ("num_output: 3 kernel_size: 3 pad: 1 group: 3", (2, 3, 5, 6)),
+    ("num_output: 4 kernel_size: 3 stride: 2 group: 2", (1, 2, 7, 7)),
+    ("num_output: 3 kernel_size: 1 stride: 2", (2, 4, 5, 5)),
+])
+def test_convolution_fast_path_layer_gradients(backend, body, shape):
+    x = np.random.default_rng(12).standard_normal(shape)
+    check_layer_gradient(f64(conv_text(body), backend=backend), [x], max_checks=60)

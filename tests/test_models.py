@@ -259,3 +259,79 @@ def test_googlenet_train_val_auxiliary_heads():
     for l in deploy.layer:
         if l.type not in ("Input", "Softmax"):
             assert l == main_path[l.name], l.name
+
+
+# --------------------------------------------------------------------------------------
+# ResNet-50 and MobileNet v1/v2: the published totals and the published layout
+# --------------------------------------------------------------------------------------
+def _learned(net) -> int:
+    """Weights a framework without Caffe's BatchNorm statistics counts (torchvision,
+    Keras trainable): everything but BatchNorm's three statistics blobs."""
+    return sum(math.prod(b.shape) for l in net.layers if l.type != "BatchNorm" for b in l.blobs)
+
+
+# deploy file -> (learned weights, logits shape, BatchNorm layers)
+BN_NETS = {
+    # torchvision resnet50: 25,557,032 parameters
+    "resnet50": (25_557_032, (1, 1000), 53),
+    # Keras MobileNet(alpha=1.0, 224): 4,231,976 trainable parameters
+    "mobilenet_v1": (4_231_976, (1, 1000, 1, 1), 27),
+    # torchvision mobilenet_v2: 3,504,872; shicai's Caffe file also expands the first
+    # block (32 -> 32, 1x1: 1024 weights + 64 scale/bias)
+    "mobilenet_v2": (3_504_872 + 1088, (1, 1000, 1, 1), 53),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BN_NETS))
+def test_batchnorm_net_matches_published_figures(name):
+    params, logits, n_bn = BN_NETS[name]
+    net = build(_read(f"{name}/deploy.prototxt"), "TEST")
+    assert _learned(net) == params
+    assert net.blob_shapes[net.bottom_names[-1][0]] == logits
+    types = [l.type for l in net.layers]
+    assert types.count("BatchNorm") == n_bn == types.count("Scale")
+    for i, l in enumerate(net.layers):
+        if l.type in ("BatchNorm", "Scale"):  # in place on a bias-free convolution's top
+            assert net.bottom_names[i] == net.top_names[i]
+        if l.type == "BatchNorm":
+            assert l.param.batch_norm_param.use_global_stats
+            prev = net.layers[i - 1]
+            assert prev.type == "Convolution" and not prev.param.convolution_param.bias_term
+    # the train/val net is the deploy net with data, losses and trainable statistics
+    train = build(_read(f"{name}/train_val.prototxt"), "TRAIN")
+    assert _learned(train) == params
+    assert all(not l.use_global_stats for l in train.layers if l.type == "BatchNorm")
+    deploy = _read(f"{name}/deploy.prototxt")
+    tv = {l.name: l for l in _read(f"{name}/train_val.prototxt").layer}
+    for l in deploy.layer:
+        if l.type in ("Input", "Softmax"):
+            continue
+        other = tv[l.name]
+        assert (l.type, list(l.bottom), list(l.top)) == (other.type, list(other.bottom), list(other.top))
+        assert l.convolution_param.num_output == other.convolution_param.num_output, l.name
+        assert l.convolution_param.group == other.convolution_param.group, l.name
+
+
+def test_resnet50_stages():
+    s = build(_read("resnet50/deploy.prototxt"), "TEST").blob_shapes
+    assert s["conv1"] == (1, 64, 112, 112) and s["pool1"] == (1, 64, 56, 56)
+    assert s["res2c"] == (1, 256, 56, 56) and s["res3d"] == (1, 512, 28, 28)
+    assert s["res4f"] == (1, 1024, 14, 14) and s["res5c"] == (1, 2048, 7, 7)
+    assert s["pool5"] == (1, 2048, 1, 1)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
+def test_mobilenet_depthwise_layers(name):
+    """Depthwise convolutions are Convolutions with group == channels == num_output, 3x3 pad 1."""
+    net = build(_read(f"{name}/deploy.prototxt"), "TEST")
+    dw = [l for l in net.layers if l.type == "Convolution" and l.group > 1]
+    assert len(dw) == (13 if name == "mobilenet_v1" else 17)
+    for l in dw:
+        assert l.group == l.channels == l.num_output and l.geom.kernel == (3, 3) and l.geom.pad == (1, 1)
+    s = net.blob_shapes
+    if name == "mobilenet_v1":
+        assert s["conv6/sep"] == (1, 1024, 7, 7)
+    else:
+        assert s["conv6_3/linear"] == (1, 320, 7, 7) and s["conv6_4"] == (1, 1280, 7, 7)
+        blocks = [l.name for l in net.layers if l.type == "Eltwise"]
+        assert len(blocks) == 10  # the inverted residual connections of Sandler et al. Table 2

@@ -130,3 +130,92 @@ def test_fed_inputs_are_copied(backend):
     x = backend.asarray(np.ones((2, 3), np.float32))
     net.forward({"x": x, "t": backend.asarray(np.zeros((2, 2), np.float32))})
     assert net.blobs["x"] is not x
+
+
+# -- in-place layers ----------------------------------------------------------------------
+IN_PLACE = """
+name: "inplace"
+layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 dim: 5 dim: 5 } } }
+layer { name: "conv" type: "Convolution" bottom: "x" top: "y"
+        convolution_param { num_output: 4 kernel_size: 3 bias_term: false weight_filler { type: "gaussian" } } }
+layer { name: "bn" type: "BatchNorm" bottom: "y" top: "y" }
+layer { name: "scale" type: "Scale" bottom: "y" top: "y"
+        scale_param { bias_term: true filler { type: "gaussian" } bias_filler { type: "gaussian" } } }
+layer { name: "relu" type: "ReLU" bottom: "y" top: "y" relu_param { negative_slope: 0.1 } }
+layer { name: "flat" type: "Flatten" bottom: "y" top: "f" }
+layer { name: "relu2" type: "ReLU" bottom: "f" top: "f" }
+layer { name: "ip" type: "InnerProduct" bottom: "f" top: "z"
+        inner_product_param { num_output: 3 weight_filler { type: "gaussian" } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "z" bottom: "t" top: "loss" }
+layer { name: "tin" type: "Input" top: "t" input_param { shape { dim: 2 dim: 3 } } }
+"""
+
+
+def _in_place_net(backend, phase, allow=True):
+    param = parse(IN_PLACE)
+    # the target's Input first, before the loss reads it
+    layers = list(param.layer)
+    param.ClearField("layer")
+    param.layer.extend([layers[0], layers[-1]] + layers[1:-1])
+    net = Net(param, phase, backend=Backend(backend.xp, seed=3, device=backend.device))
+    bn = net.layer("bn")
+    rng = np.random.default_rng(4)
+    bn.blobs[0][...] = backend.asarray(rng.standard_normal(4).astype(np.float32))
+    bn.blobs[1][...] = backend.asarray(rng.uniform(0.5, 2, 4).astype(np.float32))
+    bn.blobs[2][...] = 1.0
+    if not allow:
+        for layer in net.layers:
+            layer.runs_in_place = False
+    return net
+
+
+def _calls(net):
+    seen = []
+    for layer in net.layers:
+        if layer.runs_in_place:
+            run = layer.forward_in_place
+
+            def spy(bottoms, run=run, layer=layer):
+                tops = run(bottoms)
+                seen.append((layer.name, tops[0] is bottoms[0]))
+                return tops
+            layer.forward_in_place = spy
+    return seen
+
+
+def test_in_place_layers_write_into_their_bottom_in_test(backend):
+    """BatchNorm, Scale and ReLU overwrite the convolution's output (top == bottom); the
+    ReLU on a Flatten view of a blob still bound to another name does not (the 'y' blob
+    keeps its negative values), and every blob equals the out-of-place net's."""
+    x = np.random.default_rng(5).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    t = np.zeros((2, 3), np.float32)
+    net, ref = _in_place_net(backend, "TEST"), _in_place_net(backend, "TEST", allow=False)
+    seen = _calls(net)
+    net.forward({"x": x, "t": t})
+    ref.forward({"x": x, "t": t})
+    assert seen == [("bn", True), ("scale", True), ("relu", True)]
+    for name in ref.blobs:
+        np.testing.assert_array_equal(backend.to_numpy(net.blobs[name]), backend.to_numpy(ref.blobs[name]))
+    assert (backend.to_numpy(net.blobs["y"]) < 0).any()  # leaky ReLU, and 'f' did not clobber it
+    assert (backend.to_numpy(net.blobs["f"]) >= 0).all()
+
+
+def test_in_place_refused_when_the_array_is_held(backend):
+    """A caller holding the previous pass's array, or a TRAIN pass that keeps bottoms for
+    backward: the layers compute out of place, and backward sees the saved inputs."""
+    x = np.random.default_rng(6).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    t = np.zeros((2, 3), np.float32)
+    net = _in_place_net(backend, "TEST")
+    seen = _calls(net)
+    held = []
+    net.forward({"x": x, "t": t}, on_layer=lambda i, layer, names, tops: held.append(tops[0]))
+    assert seen == []  # every top is referenced by `held`, so nothing is overwritten
+    train, ref = _in_place_net(backend, "TRAIN"), _in_place_net(backend, "TRAIN", allow=False)
+    seen = _calls(train)
+    for n in (train, ref):
+        n.forward({"x": x, "t": t})
+        n.backward()
+    assert seen == []
+    for a, b in zip(train.layers, ref.layers):
+        for da, db in zip(a.diffs, b.diffs):
+            np.testing.assert_array_equal(backend.to_numpy(da), backend.to_numpy(db))

@@ -35,6 +35,9 @@ CASES = [
     ("models/squeezenet_v1.1", MODELS / "squeezenet_v1.1/deploy.prototxt", "pool10", 1),
     ("models/caffenet", MODELS / "caffenet/deploy.prototxt", "fc8", 1),
     ("models/googlenet", MODELS / "googlenet/deploy.prototxt", "loss3/classifier", 1),
+    ("models/resnet50", MODELS / "resnet50/deploy.prototxt", "fc1000", 1),
+    ("models/mobilenet_v1", MODELS / "mobilenet_v1/deploy.prototxt", "fc7", 2),
+    ("models/mobilenet_v2", MODELS / "mobilenet_v2/deploy.prototxt", "fc7", 1),
     # the zoo's own files: net-level `input:` fields (SqueezeNet) and 2014 V1 syntax
     ("zoo/squeezenet_v1.0", SHARED / "zoo/squeezenet_v1.0/deploy.prototxt", "pool10", 1),
     ("zoo/cifar10_quick", SHARED / "zoo/cifar10/cifar10_quick.prototxt", "ip2", 2),
@@ -69,7 +72,39 @@ def prepare(src, workdir, batch, seed=7):
     proto, model = workdir / "net.prototxt", workdir / "net.caffemodel"
     write_text(proto, param)
     main(["init", "--model", str(proto), "--output", str(model), "--seed", str(seed), "--filler", "xavier"])
+    randomize_normalization(model, seed)
     return proto, model, shape
+
+
+def randomize_normalization(model, seed):
+    """Random BatchNorm statistics (means, positive variances, a scale factor) and Scale
+    weights/biases: ``init`` fills only blobs of >= 2 axes, and zero statistics would
+    leave the normalization untested."""
+    from ristretto_cli.caffe.blobproto import array_to_blob, blob_to_array
+    from ristretto_cli.caffe.caffemodel import read_caffemodel, write_caffemodel
+
+    rng = np.random.default_rng(seed)
+    param = read_caffemodel(model)
+    touched = False
+    for lp in param.layer:
+        if lp.type not in ("BatchNorm", "Scale"):
+            continue
+        arrays = [blob_to_array(b) for b in lp.blobs]
+        if lp.type == "BatchNorm":
+            factor = np.float32(rng.uniform(0.5, 2.0))
+            c = arrays[0].shape
+            arrays = [rng.normal(0.0, 0.5, c).astype(np.float32) * factor,
+                      rng.uniform(0.5, 2.0, c).astype(np.float32) * factor,
+                      np.array([factor], dtype=np.float32)]
+        else:
+            arrays = [rng.uniform(0.5, 1.5, a.shape).astype(np.float32) if i == 0 else
+                      rng.normal(0.0, 0.2, a.shape).astype(np.float32) for i, a in enumerate(arrays)]
+        del lp.blobs[:]
+        for a in arrays:
+            lp.blobs.add().CopyFrom(array_to_blob(a))
+        touched = True
+    if touched:
+        write_caffemodel(model, param)
 
 
 def relative_error(ours, ref) -> float:

@@ -324,17 +324,63 @@ def test_tiny_search_scores_and_choices_match_plain_evaluation(tiny):
         cand = _candidate_from_json(c["config"])
         batches = _independent_score(model, weights, cand, lengths, TINY_BATCHES)
         plain[cand] = mean_score(batches)
-        assert c["score"] == plain[cand], c["label"]
+        if c["decided_early"]:  # the mean of the batches it scored, which decided it
+            assert c["partial"] and c["batches_scored"] < TINY_BATCHES
+            assert c["passed"] == choose.within_margin(plain[cand], 1.0, 2.0), c["label"]
+        else:
+            assert c["score"] == plain[cand], c["label"]
     # the stopping rule replayed on the plain scores gives the same trials and widths
     replay = choose.search_dynamic_fixed_point(lambda c: plain.get(c) if c in plain else mean_score(
         _independent_score(model, weights, c, lengths, TINY_BATCHES)), 1.0, 2.0)
-    assert [(t.category, t.bit_width, t.score) for t in replay.trials] == \
-        [(t.category, t.bit_width, t.score) for t in out.result.trials]
+    assert [(t.category, t.bit_width, t.passed) for t in replay.trials] == \
+        [(t.category, t.bit_width, t.passed) for t in out.result.trials]
+    for r, t in zip(replay.trials, out.result.trials):
+        if not t.decided_early:
+            assert r.score == t.score
     assert replay.chosen == out.result.chosen == rep["chosen"]
     assert replay.final_score == rep["final"]["score"]
     # something was actually trimmed away, and the stop came before 1 bit somewhere
     assert any(not t.passed for t in out.result.trials)
     assert rep["layer_forwards"] < rep["original_layer_forwards"]
+
+
+@pytest.mark.parametrize("mode", ["dynamic_fixed_point", "minifloat", "integer_power_of_2_weights"])
+def test_tiny_early_stop_changes_nothing_but_the_work(tiny, mode):
+    """Same trials, decisions, choices, written net and final score (scored in full) with and
+    without early stopping; the full scores of stopped candidates agree with the decision."""
+    from ristretto_cli.quantize.procedure import quantize
+
+    model, weights, d = tiny
+    reps = {}
+    for early in (True, False):
+        q = d / f"es_{mode}_{early}.prototxt"
+        reps[early] = quantize(model, weights, str(q), mode, iterations=TINY_BATCHES, early_stop=early,
+                               threads=2).report
+        reps[early]["written"] = q.read_text()
+    a, b = reps[True], reps[False]
+    assert a["early_stop"] and not b["early_stop"]
+    assert [(c["category"], c["bit_width"], c["passed"]) for c in a["candidates"]] == \
+        [(c["category"], c["bit_width"], c["passed"]) for c in b["candidates"]]
+    assert a["chosen"] == b["chosen"] and a["final"] == b["final"] and a["written"] == b["written"]
+    assert b["batches_saved"] == 0 and not any(c["decided_early"] for c in b["candidates"])
+    for ca, cb in zip(a["candidates"], b["candidates"]):
+        if not ca["decided_early"]:
+            assert ca["score"] == cb["score"]
+        assert cb["batches_scored"] == TINY_BATCHES
+    final = [e for e in a["evaluations"] if e["label"] == a["final"]["label"]][-1]
+    assert final["batches_scored"] == TINY_BATCHES and not final["decided_early"]
+    # the batches a stopped candidate keeps are the first prefix that decides it, whatever
+    # the threads' timing: one thread, two threads and the re-reading path agree
+    for cache, threads in ((2 << 30, 1), (0, 1)):
+        other = quantize(model, weights, str(d / f"es_{mode}_{cache}_{threads}.prototxt"), mode,
+                         iterations=TINY_BATCHES, cache_bytes=cache, threads=threads).report
+        assert [e["batches"] for e in other["evaluations"]] == [e["batches"] for e in a["evaluations"]]
+        assert other["candidates"] == a["candidates"]
+    if mode == "dynamic_fixed_point":
+        assert a["batches_saved"] > 0 and a["batches_scored"] < b["batches_scored"]
+        assert a["layer_forwards"] < b["layer_forwards"]
+    if mode == "integer_power_of_2_weights":  # its one candidate is the final net
+        assert a["batches_saved"] == 0
 
 
 def test_tiny_cache_and_reread_agree(tiny):
@@ -345,7 +391,7 @@ def test_tiny_cache_and_reread_agree(tiny):
     for cache, threads in ((2 << 30, 2), (2 << 30, 1), (0, 1)):
         runs[cache, threads] = quantize(model, weights, str(d / f"q{cache}_{threads}.prototxt"), "minifloat",
                                         iterations=TINY_BATCHES, cache_bytes=cache,
-                                        threads=threads).report
+                                        threads=threads, early_stop=False).report
     a, b = runs[2 << 30, 2], runs[0, 1]
     assert a["batch_cache"] and not b["batch_cache"] and a["threads"] == 2
     for other in (runs[2 << 30, 1], b):
@@ -441,7 +487,8 @@ def test_lenet_quantize_then_benchmark_reproduces_the_final_score(lenet, mode, c
     for cat in {c["category"] for c in rep["candidates"]}:
         trials = [c for c in rep["candidates"] if c["category"] == cat]
         for t in trials:
-            assert t["passed"] == (t["score"] + rep["error_margin"] / 100 >= rep["baseline"])
+            if not t["decided_early"]:
+                assert t["passed"] == (t["score"] + rep["error_margin"] / 100 >= rep["baseline"])
         assert all(t["passed"] for t in trials[:-1])
     assert rep["layer_forwards"] < rep["original_layer_forwards"]
     assert rep["parameter_memory"]["bits_after"] < rep["parameter_memory"]["bits_before"]
@@ -454,9 +501,29 @@ def test_lenet_quantize_then_benchmark_reproduces_the_final_score(lenet, mode, c
     assert _cli_ok(["benchmark", "--model", str(q), "--weights", weights, "--iterations", str(LENET_ITERATIONS),
                     "--json", str(bench_path)]) == 0
     bench = json.loads(bench_path.read_text())
-    final = next(e for e in rep["evaluations"] if e["label"] == rep["final"]["label"])
+    final = [e for e in rep["evaluations"] if e["label"] == rep["final"]["label"]][-1]
     assert [b["accuracy"] for b in bench["batches"]] == pytest.approx(final["batches"], abs=0)
     assert math.isclose(bench["means"]["accuracy"], rep["final"]["score"], abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["dynamic_fixed_point", "minifloat", "integer_power_of_2_weights"])
+def test_lenet_early_stop_same_choices_fewer_batches(lenet, mode):
+    from ristretto_cli.quantize.procedure import quantize
+
+    model, weights, d = lenet
+    reps = {early: quantize(model, weights, str(d / f"es_{mode}_{early}.prototxt"), mode,
+                            iterations=LENET_ITERATIONS, early_stop=early).report for early in (True, False)}
+    a, b = reps[True], reps[False]
+    assert [(c["category"], c["bit_width"], c["passed"]) for c in a["candidates"]] == \
+        [(c["category"], c["bit_width"], c["passed"]) for c in b["candidates"]]
+    assert a["chosen"] == b["chosen"] and a["final"]["score"] == b["final"]["score"]
+    assert a["batches_scored"] + a["batches_saved"] == b["batches_scored"]
+    assert a["original_layer_forwards"] == b["original_layer_forwards"]
+    assert a["candidates_scored"] == b["candidates_scored"]
+    if mode == "integer_power_of_2_weights":  # its one candidate is the final net
+        assert a["batches_saved"] == 0
+    elif mode == "dynamic_fixed_point":  # the failing widths stop early
+        assert a["batches_saved"] > 0
 
 
 def _cli_ok(args):
@@ -467,3 +534,39 @@ def _cli_ok(args):
     except SystemExit as exc:
         return exc.code
     return 0
+
+
+# --------------------------------------------------------------------------- early stopping
+def test_stopping_rule_is_exact_against_every_completion():
+    """Whenever the rule decides from some batches, every completion of the others (values
+    in [0, 1], extremes included) gives the same full-run decision."""
+    rng = np.random.default_rng(21)
+    for _ in range(400):
+        n = int(rng.integers(1, 12))
+        grid = int(rng.choice([1, 2, 8, 100]))
+        full = [np.float32(rng.integers(0, grid + 1) / grid) for _ in range(n)]
+        baseline = float(np.float32(rng.choice([1.0, 0.9911, 0.5, float(full[0])])))
+        margin = float(rng.choice([0.0, 1.0, 2.0, 10.0]))
+        rule = choose.StoppingRule(baseline, margin, n)
+        known = rng.random(n) < rng.random()
+        values = [v if k else None for v, k in zip(full, known)]
+        decision = rule.decide(values)
+        if decision is None:
+            continue
+        for _ in range(5):
+            fill = [v if v is not None else np.float32(rng.choice([0.0, 1.0, rng.random()])) for v in values]
+            assert choose.within_margin(mean_score(fill), baseline, margin) == decision
+        assert choose.within_margin(mean_score(full), baseline, margin) == decision
+
+
+def test_stopping_rule_bounds_and_edges():
+    rule = choose.StoppingRule(0.99, 2.0, 4)
+    assert rule.decide([None] * 4) is None
+    assert rule.decide([0.0, 0.0, None, None]) is False     # at most 0.5 < 0.97
+    assert rule.decide([1.0, 1.0, 1.0, None]) is None       # 0.75 .. 1.0 straddles 0.97
+    assert rule.decide([1.0, 1.0, 1.0, 1.0]) is True
+    assert rule.decide([0.96, 0.98, 0.97, 0.97]) is choose.within_margin(mean_score([0.96, 0.98, 0.97, 0.97]),
+                                                                            0.99, 2.0)
+    assert choose.StoppingRule(0.5, 0.0, 3).decide([1.0, 1.0, None]) is True   # >= 2/3 whatever comes
+    with pytest.raises(ValueError):
+        rule.decide([1.0])

@@ -47,6 +47,8 @@ LEGACY_TRIMMING_MODES = {
               help="Memory for batches kept between candidates; beyond it every candidate re-reads the data.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="Batches scored side by side (0: one per core on the CPU); scores do not depend on it.")
+@click.option("--early-stop/--no-early-stop", "early_stop", default=True, show_default=True,
+              help="Stop scoring a candidate once its batches decide it (same choices and final score).")
 @seed_option
 @click.option("--fold", is_flag=True,
               help="Ours: fold BatchNorm (+ Scale) into the convolution before it first (see `ristretto fold`); "
@@ -80,7 +82,7 @@ LEGACY_TRIMMING_MODES = {
 def quantize(model, weights, model_quantized, trimming_mode, iterations, error_margin, gpu, score_blob, report,
              report_html, quiet, widths, exp_min, exp_max, activation_bits, cache_mb, threads, seed, fold,
              fold_layers, folded_weights, whole_graph, activation_range, bias_bits, calibration, percentile,
-             stats_batches, stats):
+             stats_batches, stats, early_stop):
     """Find the smallest bit widths that keep the score within the error margin and
     write the quantized net (then fine-tune it)."""
     from ..caffe.atomic import check_output_path
@@ -101,7 +103,8 @@ def quantize(model, weights, model_quantized, trimming_mode, iterations, error_m
                                 threads=threads or None, fold=fold, fold_layers=list(fold_layers) or None,
                                 folded_weights=folded_weights, whole_graph=whole_graph,
                                 activation_range=activation_range, bias_bits=bias_bits, calibration=calibration,
-                                percentile=percentile, stats_batches=stats_batches, stats=stats)
+                                percentile=percentile, stats_batches=stats_batches, stats=stats,
+                                early_stop=early_stop)
     if quiet:
         outcome = run_quantize(model, weights, model_quantized, trimming_mode, settings)
     else:
@@ -131,8 +134,9 @@ def show_outcome(outcome, console=None) -> None:
     if folded:
         ui.log(f"folded {len(outcome.report['folds'])} BatchNorm layer(s); the quantized net's weights: {folded}")
     ui.log(f"wrote {outcome.model_quantized}; layer forwards {counters.layer_forwards:,} "
-           f"(the original procedure: {counters.original_layer_forwards:,}); {outcome.wall_s:.1f} s. "
-           f"Please fine-tune.")
+           f"(the original procedure: {counters.original_layer_forwards:,}); candidate batches "
+           f"{counters.batches_scored:,} scored, {counters.batches_saved:,} saved by early stopping "
+           f"({counters.decided_early} candidates decided early); {outcome.wall_s:.1f} s. Please fine-tune.")
 
 
 COMMANDS = [quantize]

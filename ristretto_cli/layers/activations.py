@@ -52,6 +52,18 @@ class ReLU(NeuronLayer):
             return [xp.maximum(x, 0)]
         return [xp.maximum(x, 0) + self.slope * xp.minimum(x, 0)]
 
+    runs_in_place = True
+
+    def forward_in_place(self, bottoms):
+        x = bottoms[0]
+        xp = self.xp
+        if self.slope == 0.0:
+            return [xp.maximum(x, 0, out=x)]
+        negative = self.slope * xp.minimum(x, 0)
+        xp.maximum(x, 0, out=x)
+        x += negative
+        return [x]
+
     def bottom_diff(self, diff, x, y):
         return diff * _ones_where(self.xp, x > 0, self.slope, diff.dtype)
 

@@ -22,6 +22,13 @@ gradient compute with: ``self.blobs``; the Ristretto layers hand trimmed copies)
 ``canonical_axis(axis, ndim)``, ``accumulate_param_diffs(*grads)`` and ``close()``
 (release files and threads; the data layers).
 
+In place (an explicit opt-in): a layer with ``runs_in_place = True`` provides
+``forward_in_place(bottoms) -> tops`` that writes its top into ``bottoms[0]`` and
+returns it, with the same values as ``forward``. The net calls it only where Caffe's
+graph makes the top the bottom (one bottom, one top, same name), nothing keeps the
+bottom for a backward pass, and no other blob or caller holds that array (see
+``Net.forward``); everywhere else it calls ``forward``.
+
 Layers compute with ``self.xp`` only, and in the dtype of their inputs/params,
 so gradient checks can run in float64 and the GPU path is the same code.
 """
@@ -77,6 +84,8 @@ class Layer:
     num_tops: int | tuple | None = None
     #: loss layers weigh their first top by 1 unless loss_weight says otherwise
     is_loss: bool = False
+    #: provides forward_in_place (see the module docstring)
+    runs_in_place: bool = False
 
     def __init__(self, param, phase: int, backend):
         self.param = param
@@ -133,6 +142,10 @@ class Layer:
         """Caffe's ``AllowForceBackward``: may a net's ``force_backward`` ask for the gradient
         of this bottom? Yes here; the loss layers say no for their labels."""
         return True
+
+    def forward_in_place(self, bottoms: list) -> list:
+        """``forward`` writing the top into ``bottoms[0]`` (layers with ``runs_in_place``)."""
+        return self.forward(bottoms)
 
     def compute_params(self) -> list:
         """The learnable arrays that forward and the bottom gradient compute with, read

@@ -64,22 +64,25 @@ class ConvGeometry:
     def ndim(self) -> int:
         return len(self.kernel)
 
-    @property
+    @functools.cached_property
     def extent(self) -> tuple:
         """Dilated kernel size per axis: d * (k - 1) + 1."""
         return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
 
-    @property
+    @functools.cached_property
     def kernel_count(self) -> int:
         return math.prod(self.kernel)
 
-    @property
+    @functools.cached_property
     def pointwise(self) -> bool:
         """1x1 kernel without padding: the column matrix is (a strided slice of) the input."""
         return all(k == 1 for k in self.kernel) and all(p == 0 for p in self.pad)
 
     def output_shape(self, in_spatial) -> tuple:
         """Convolution output: (in + 2p - extent) // stride + 1 per axis."""
+        return _output_shape(self, tuple(int(i) for i in in_spatial))
+
+    def _output_shape(self, in_spatial) -> tuple:
         out = []
         for i, p, e, s in zip(in_spatial, self.pad, self.extent, self.stride):
             if i + 2 * p < e:
@@ -94,6 +97,11 @@ class ConvGeometry:
         if any(o <= 0 for o in out):
             raise ValueError(f"deconvolution of input size {tuple(in_spatial)} gives non-positive output {out}")
         return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _output_shape(geom: ConvGeometry, in_spatial: tuple) -> tuple:
+    return geom._output_shape(in_spatial)
 
 
 def pad_spatial(x, pad, xp, value=0.0, extra=None):
@@ -275,9 +283,19 @@ def _as(a, dtype):
 
 
 def _plan_chunks(n, c, geom, plan, dtype, xp):
-    chunks = batch_chunks(n, c * geom.kernel_count * plan.pc * dtype.itemsize, chunk_budget(xp))
-    nb = chunks[0][1] - chunks[0][0]
-    return chunks, nb
+    return _chunks(n, c * geom.kernel_count * plan.pc * dtype.itemsize, chunk_budget(xp))
+
+
+@functools.lru_cache(maxsize=1024)
+def _chunks(n: int, bytes_per_item: int, budget: int):
+    chunks = batch_chunks(n, bytes_per_item, budget)
+    return chunks, chunks[0][1] - chunks[0][0]
+
+
+@functools.lru_cache(maxsize=1024)
+def column_plan(geom: ConvGeometry, in_spatial: tuple, out_spatial: tuple) -> "ColumnPlan":
+    """The (immutable) :class:`ColumnPlan` of a shape, made once per shape."""
+    return ColumnPlan(geom, in_spatial, out_spatial)
 
 
 def _grouped(w, groups, dtype, xp):
@@ -304,14 +322,220 @@ def _from_wide(yw, out, xp, bias=None):
         xp.add(yw.reshape(o, nb, -1), bias.reshape(o, 1, 1), out=dst)
 
 
-def convolution(x, w, geom: ConvGeometry, groups: int, xp, bias=None):
+# -- fast paths, chosen by shape -------------------------------------------------------
+def conv_path(geom: ConvGeometry, x_shape, num_output: int, groups: int) -> str:
+    """Which kernel :func:`convolution` uses for input shape ``x_shape`` (N, C, *S):
+
+    * ``"pointwise"``: 1x1 kernel, no pad (any stride, groups): one (batched) matrix
+      product per call, the input read in place (strided: one subsampling copy), no
+      columns;
+    * ``"depthwise"``: groups == channels (one input channel per group, any multiplier
+      num_output / channels), a kernel of its own: the padded input split into its
+      stride phases, each kernel offset's window is one contiguous run per channel;
+      blocks of a few channels copy their K runs into cache-sized columns and take one
+      small product per channel (no full im2col array, no per-group pass over memory).
+      Chosen where it beat the general path in CPU time on 2 cores: 2-D, small batches
+      (N <= DEPTHWISE_MAX_BATCH) and large maps (a channel's flattened run, OH * phase
+      width, >= DEPTHWISE_MIN_RUN; see _depthwise_wide), where one sample's im2col
+      columns outgrow the cache. For larger batches the general path's columns are
+      chunked and its per-group products are long, and it was as fast or faster;
+    * ``"general"``: im2col columns with the batch inside, one batched product over
+      the groups (``matmul`` on a (G, O/G, C/G*K) stack).
+    """
+    return _conv_path(geom, tuple(int(d) for d in x_shape), int(num_output), int(groups))
+
+
+@functools.lru_cache(maxsize=1024)
+def _conv_path(geom: ConvGeometry, x_shape: tuple, num_output: int, groups: int) -> str:
+    """The cached body of :func:`conv_path`."""
+    if geom.pointwise:
+        return "pointwise"
+    n, c = int(x_shape[0]), int(x_shape[1])
+    if groups > 1 and groups == c and geom.ndim == 2 and n <= DEPTHWISE_MAX_BATCH:
+        out = geom.output_shape(x_shape[2:])
+        # the flattened run of one channel's rows (see _depthwise_wide)
+        wq = max(-(-(x_shape[3] + 2 * geom.pad[1]) // geom.stride[1]),
+                 (geom.kernel[1] - 1) * geom.dilation[1] // geom.stride[1] + out[1])
+        if out[0] * wq >= DEPTHWISE_MIN_RUN:
+            return "depthwise"
+    return "general"
+
+
+def _pointwise(x, w, geom: ConvGeometry, groups: int, xp, bias, dtype):
+    """1x1, no pad: y[n] = W_g @ x[n]_g for every sample and group, one matmul call."""
+    if any(s != 1 for s in geom.stride):
+        x = x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in geom.stride)]
+    n, c = x.shape[:2]
+    out_spatial = tuple(x.shape[2:])
+    p = math.prod(out_spatial)
+    o = w.shape[0]
+    xm = _as(xp.ascontiguousarray(x), dtype).reshape(n, groups, c // groups, p)
+    wm = _grouped(w, groups, dtype, xp)  # (G, O/G, C/G)
+    y = xp.empty((n, o) + out_spatial, dtype=dtype)
+    xp.matmul(wm, xm, out=y.reshape(n, groups, o // groups, p))
+    if bias is not None:
+        y += _as(bias, dtype).reshape((1, o) + (1,) * len(out_spatial))
+    return y
+
+
+#: bytes of columns a depthwise block builds (they stay in L2)
+DEPTHWISE_BLOCK_BYTES = 1 << 17
+#: the depthwise kernel is chosen for batches up to this size ...
+DEPTHWISE_MAX_BATCH = 4
+#: ... and maps whose flattened channel run is at least this long
+DEPTHWISE_MIN_RUN = 512
+
+
+def _depthwise_blocks(n: int, c: int, per_channel: int, xp):
+    """(sample slice, channel slice) blocks of about DEPTHWISE_BLOCK_BYTES of output each
+    on the CPU; the whole array at once on a GPU."""
+    if not is_numpy(xp):
+        return [(slice(0, n), slice(0, c))]
+    cb = max(1, min(c, DEPTHWISE_BLOCK_BYTES // max(1, per_channel)))
+    nb = max(1, min(n, DEPTHWISE_BLOCK_BYTES // max(1, per_channel * c))) if cb == c else 1
+    return [(slice(i, min(n, i + nb)), slice(j, min(c, j + cb)))
+            for i in range(0, n, nb) for j in range(0, c, cb)]
+
+
+def _depthwise(x, w, geom: ConvGeometry, xp, bias, dtype, out_spatial):
+    """groups == channels: y[n, c*m + j] = sum_k w[c*m + j, 0, k] * window_k(x)[n, c] (+ bias).
+
+    Offsets are accumulated in Caffe's (row-major) kernel order, each as one multiply
+    into a scratch block and one add, block by block (a few channels of a sample) so
+    that the accumulator stays in cache.
+    """
+    n, c = x.shape[:2]
+    o = w.shape[0]
+    m = o // c
+    nd = geom.ndim
+    if nd == 2:
+        return _depthwise_wide(x, w, geom, xp, bias, dtype, out_spatial)
+    xpad = _as(pad_spatial(x, geom.pad, xp), dtype)
+    wk = _as(w, dtype).reshape(c, m, geom.kernel_count)
+    y = xp.empty((n, o) + tuple(out_spatial), dtype=dtype)
+    y5 = y.reshape((n, c, m) + tuple(out_spatial))
+    per_channel = m * math.prod(out_spatial) * dtype.itemsize
+    blocks = _depthwise_blocks(n, c, per_channel, xp)
+    bn, bc = blocks[0][0].stop - blocks[0][0].start, blocks[0][1].stop - blocks[0][1].start
+    tmp = xp.empty((bn, bc, m) + tuple(out_spatial), dtype=dtype)
+    windows = [_offset_slices(offs, geom, out_spatial)
+               for offs in itertools.product(*(range(k) for k in geom.kernel))]
+    wviews = [wk[:, :, i].reshape((1, c, m) + (1,) * nd) for i in range(len(windows))]
+    for ns, cs in blocks:
+        yc = y5[ns, cs]
+        t = tmp[: yc.shape[0], : yc.shape[1]]
+        xc = xpad[ns, cs]
+        for idx, win in enumerate(windows):
+            src = xc[(slice(None), slice(None)) + win][:, :, None]
+            wv = wviews[idx][:, cs]
+            if idx == 0:
+                xp.multiply(src, wv, out=yc)
+            else:
+                xp.multiply(src, wv, out=t)
+                yc += t
+    if bias is not None:
+        y += _as(bias, dtype).reshape((1, o) + (1,) * nd)
+    return y
+
+
+def _depthwise_wide(x, w, geom: ConvGeometry, xp, bias, dtype, out_spatial):
+    """:func:`_depthwise` for 2-D, on flattened rows of the input's stride phases.
+
+    Phase (a, b) of the padded input is every sh-th row from a and every sw-th column
+    from b; kernel offset (i, j) reads phase (i*dh mod sh, j*dw mod sw) shifted by
+    (i*dh div sh, j*dw div sw) with stride 1. In a phase flattened row by row (width
+    Wq), that window is one contiguous run of OH * Wq values; its first OW values of
+    each row are outputs, the others fall off the edge and are dropped at the end. So
+    every multiply-add runs over one long run per channel instead of OH short strided
+    rows. (Stride 1: one phase, the padded input itself.)
+    """
+    n, c = x.shape[:2]
+    o = w.shape[0]
+    m = o // c
+    (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.stride, geom.dilation
+    oh, ow = out_spatial
+    hp, wp = (s_ + 2 * p_ for s_, p_ in zip(x.shape[2:], geom.pad))
+    r0max, c0max = (kh - 1) * dh // sh, (kw - 1) * dw // sw
+    wq = max(-(-wp // sw), c0max + ow)
+    hq = max(-(-hp // sh), r0max + oh) + (1 if c0max else 0)
+    if sh == 1 and sw == 1 and wq == wp:  # one phase: the padded input with extra zero rows
+        phases = _as(pad_spatial(x, geom.pad, xp, extra=(hq - hp, 0)), dtype)[None, None]
+    else:
+        xpad = _as(pad_spatial(x, geom.pad, xp), dtype)
+        phases = xp.zeros((sh, sw, n, c, hq, wq), dtype=dtype)
+        for a in range(sh):
+            for b in range(sw):
+                sub = xpad[:, :, a::sh, b::sw]
+                phases[a, b, :, :, :sub.shape[2], :sub.shape[3]] = sub
+    flat = phases.reshape(sh, sw, n, c, 1, hq * wq)
+    run = oh * wq
+    wk = _as(w, dtype).reshape(c, m, geom.kernel_count)
+    kk = geom.kernel_count
+    wide = xp.empty((n, c, m, run), dtype=dtype)
+    # blocks of columns (bn, bc, K, run) about DEPTHWISE_BLOCK_BYTES: K contiguous copies
+    # of the runs, then one small product per channel, all in cache
+    blocks = _depthwise_blocks(n, c, kk * run * dtype.itemsize, xp)
+    bn, bc = blocks[0][0].stop - blocks[0][0].start, blocks[0][1].stop - blocks[0][1].start
+    col = xp.empty((bn, bc, kk, run), dtype=dtype)
+    taps = [((i * dh) % sh, (j * dw) % sw, (i * dh // sh) * wq + j * dw // sw) for i in range(kh) for j in range(kw)]
+    for ns, cs in blocks:
+        yc = wide[ns, cs]
+        cb = col[: yc.shape[0], : yc.shape[1]]
+        for k, (a, b, st) in enumerate(taps):
+            cb[:, :, k] = flat[a, b, ns, cs, 0, st: st + run]
+        xp.matmul(wk[cs], cb, out=yc)
+    y = xp.empty((n, o, oh, ow), dtype=dtype)
+    if bias is None:
+        y[...] = wide.reshape(n, o, oh, wq)[..., :ow]
+    else:
+        xp.add(wide.reshape(n, o, oh, wq)[..., :ow], _as(bias, dtype).reshape(1, o, 1, 1), out=y)
+    return y
+
+
+def _depthwise_grad(x, dy, w, geom: ConvGeometry, xp, need_dx, need_dw, dtype):
+    """Gradients of :func:`_depthwise`: per offset, dx's window += dy * w_k and
+    dw_k = sum over batch and positions of dy * window_k(x)."""
+    n, c = x.shape[:2]
+    o = w.shape[0]
+    m = o // c
+    nd = geom.ndim
+    out_spatial = tuple(dy.shape[2:])
+    xpad = _as(pad_spatial(x, geom.pad, xp), dtype)
+    dy5 = _as(dy, dtype).reshape((n, c, m) + out_spatial)
+    wk = _as(w, dtype).reshape(c, m, geom.kernel_count)
+    bshape = (1, c, m) + (1,) * nd
+    dxpad = xp.zeros(xpad.shape, dtype=dtype) if need_dx else None
+    dw = xp.zeros((c, m, geom.kernel_count), dtype=dtype) if need_dw else None
+    red = (0,) + tuple(range(3, 3 + nd))
+    lead = (slice(None), slice(None))
+    for idx, offs in enumerate(itertools.product(*(range(k) for k in geom.kernel))):
+        sl = lead + _offset_slices(offs, geom, out_spatial)
+        if need_dw:
+            dw[:, :, idx] = (dy5 * xpad[sl][:, :, None]).sum(axis=red)
+        if need_dx:
+            contrib = dy5 * wk[:, :, idx].reshape(bshape)
+            dxpad[sl] += contrib.sum(axis=2) if m > 1 else contrib[:, :, 0]
+    dx = None
+    if need_dx:
+        dx = dxpad[lead + tuple(slice(p_, p_ + s) for p_, s in zip(geom.pad, x.shape[2:]))]
+        dx = xp.ascontiguousarray(dx) if any(geom.pad) else dx
+    return dx, (dw.reshape(w.shape) if need_dw else None)
+
+
+def convolution(x, w, geom: ConvGeometry, groups: int, xp, bias=None, path: str | None = None):
     """y[n, o] = sum over c, kernel of w[o, c] * x[n, group(o) c] (+ bias[o]) (Caffe's convolution).
 
     ``x`` (N, C, *S), ``w`` (O, C/groups, *kernel) -> (N, O, *out). ``bias`` (O,) or
-    None is added as each chunk of samples is copied out of the product.
+    None is added as each chunk of samples is copied out of the product. ``path``
+    forces a kernel (see :func:`conv_path`; "general" serves every shape).
     """
     out_spatial = geom.output_shape(x.shape[2:])
-    plan = ColumnPlan(geom, x.shape[2:], out_spatial)
+    path = path or conv_path(geom, x.shape, w.shape[0], groups)
+    if path == "pointwise":
+        return _pointwise(x, w, geom, groups, xp, bias, xp.result_type(x.dtype, w.dtype))
+    if path == "depthwise":
+        return _depthwise(x, w, geom, xp, bias, xp.result_type(x.dtype, w.dtype), out_spatial)
+    plan = column_plan(geom, tuple(x.shape[2:]), tuple(out_spatial))
     n, c, o = x.shape[0], x.shape[1], w.shape[0]
     dtype = xp.result_type(x.dtype, w.dtype)
     chunks, nb = _plan_chunks(n, c, geom, plan, dtype, xp)
@@ -337,9 +561,13 @@ def _weight_grad(dw, dyw, col, xp):
     dw += xp.matmul(dyw, col.transpose(0, 2, 1))
 
 
-def convolution_grad(x, dy, w, geom: ConvGeometry, groups: int, xp, need_dx=True, need_dw=True):
+def convolution_grad(x, dy, w, geom: ConvGeometry, groups: int, xp, need_dx=True, need_dw=True,
+                     path: str | None = None):
     """Gradients of :func:`convolution`: (dx or None, dw or None) for output gradient ``dy``."""
-    plan = ColumnPlan(geom, x.shape[2:], dy.shape[2:])
+    path = path or conv_path(geom, x.shape, w.shape[0], groups)
+    if path == "depthwise":
+        return _depthwise_grad(x, dy, w, geom, xp, need_dx, need_dw, xp.result_type(x.dtype, w.dtype, dy.dtype))
+    plan = column_plan(geom, tuple(x.shape[2:]), tuple(dy.shape[2:]))
     n, c = x.shape[:2]
     dtype = xp.result_type(x.dtype, w.dtype, dy.dtype)
     chunks, nb = _plan_chunks(n, c, geom, plan, dtype, xp)
@@ -371,7 +599,7 @@ def convolution_transpose(y, w, geom: ConvGeometry, groups: int, out_spatial, xp
 
     ``y`` (N, O, *S_in) with ``w`` (O, C/groups, *kernel) -> (N, C, *out_spatial).
     """
-    plan = ColumnPlan(geom, out_spatial, y.shape[2:])
+    plan = column_plan(geom, tuple(out_spatial), tuple(y.shape[2:]))
     n = y.shape[0]
     c = w.shape[1] * groups
     dtype = xp.result_type(y.dtype, w.dtype)
@@ -391,7 +619,7 @@ def convolution_transpose_grad(y, dx, w, geom: ConvGeometry, groups: int, xp, ne
     Returns (dy or None, dw or None): dy = convolution(dx, w); dw = the convolution
     weight gradient with input ``dx`` and output gradient ``y``. One im2col serves both.
     """
-    plan = ColumnPlan(geom, dx.shape[2:], y.shape[2:])
+    plan = column_plan(geom, tuple(dx.shape[2:]), tuple(y.shape[2:]))
     n, c = dx.shape[:2]
     dtype = xp.result_type(y.dtype, w.dtype, dx.dtype)
     chunks, nb = _plan_chunks(n, c, geom, plan, dtype, xp)

@@ -87,6 +87,24 @@ class BatchNorm(Layer):
         self._std = std
         return [(centered / std[None, :, None]).reshape(x.shape)]
 
+    runs_in_place = True
+
+    def forward_in_place(self, bottoms):
+        """With the stored statistics: the same two operations, written into the bottom."""
+        if not self.use_global_stats:
+            return self.forward(bottoms)
+        x = bottoms[0]
+        x3 = self._view(x)
+        factor = float(self.blobs[2].reshape(-1)[0])
+        factor = 0.0 if factor == 0 else 1.0 / factor
+        mean = self.blobs[0].astype(x.dtype) * factor
+        var = self.blobs[1].astype(x.dtype) * factor
+        std = self.xp.sqrt(var + self.eps)
+        self._std = std
+        x3 -= mean[None, :, None]
+        x3 /= std[None, :, None]
+        return [x]
+
     def backward(self, top_diffs, bottoms, tops, propagate_down):
         diff = top_diffs[0]
         if not propagate_down[0] or diff is None:
@@ -234,6 +252,21 @@ class Scale(Layer):
             baxis = _broadcast_axis(self, x.shape, bias.shape, axis_value)
             y += _expand(bias.astype(x.dtype, copy=False), baxis, x.ndim)
         return [y]
+
+    runs_in_place = True
+
+    def forward_in_place(self, bottoms):
+        if len(bottoms) != 1:
+            return self.forward(bottoms)
+        x = bottoms[0]
+        axis_value = self.param.scale_param.axis
+        scale, scale_shape, bias = self._parts(bottoms, False)
+        axis = _broadcast_axis(self, x.shape, scale_shape, axis_value)
+        x *= _expand(scale.astype(x.dtype, copy=False), axis, x.ndim)
+        if bias is not None:
+            baxis = _broadcast_axis(self, x.shape, bias.shape, axis_value)
+            x += _expand(bias.astype(x.dtype, copy=False), baxis, x.ndim)
+        return [x]
 
     def backward(self, top_diffs, bottoms, tops, propagate_down):
         diff = top_diffs[0]

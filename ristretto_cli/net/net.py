@@ -2,13 +2,15 @@
 
 Blobs live in ``self.blobs`` by name. A layer's forward returns new arrays and the
 net rebinds the top names, so an in-place layer (top == bottom) simply replaces
-the blob. Layers that trim their bottom in place (the Ristretto layers) mutate the
+the blob; a layer that opts in (``runs_in_place``: ReLU, BatchNorm, Scale) writes
+into the bottom instead when no backward pass needs it and no one else holds it. Layers that trim their bottom in place (the Ristretto layers) mutate the
 array object, which every reader of the blob shares, as Caffe's memory does.
 """
 from __future__ import annotations
 
 import logging
 import math
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -40,6 +42,28 @@ class ParamRef:
     @property
     def diff(self):
         return self.layer.diffs[self.index]
+
+
+#: references to a blob's array while the net calls a layer on it: self.blobs, the
+#: bottoms list and sys.getrefcount's own argument
+_NET_REFERENCES = 3
+
+
+def _exclusive(array) -> bool:
+    """May an in-place layer overwrite ``array``? Only when it owns its memory (not a
+    view of another blob), is writeable, and nothing but the net's blob table refers to
+    it: no second blob name (a Split or pass-through top), no view of it, no array
+    kept for backward, no caller holding the previous pass's outputs."""
+    if sys.getrefcount(array) > _NET_REFERENCES + 1:  # (+1: this function's own argument)
+        return False
+    if not getattr(array.flags, "writeable", True):  # (a flags object refers to its array)
+        return False
+    base = getattr(array, "base", None)
+    if base is None:
+        return True
+    # A reshaped result (a view of an array the layer made and let go) is fine when the
+    # array it views is held by nothing else: base pointer, ``base`` here, getrefcount.
+    return type(base) is type(array) and getattr(base, "base", None) is None and sys.getrefcount(base) <= 3
 
 
 def _phase(phase) -> int:
@@ -221,13 +245,17 @@ class Net:
                 except KeyError as exc:
                     raise RistrettoError(f"layer '{layer.name}': blob {exc} has no value; run the "
                                          f"layers before it or feed it") from None
-                tops = layer.forward(bottoms)
+                if (layer.runs_in_place and not keep_for_backward and len(bnames) == 1
+                        and tnames == bnames and _exclusive(bottoms[0])):
+                    tops = layer.forward_in_place(bottoms)
+                else:
+                    tops = layer.forward(bottoms)
             if keep_for_backward:
                 self._saved[i] = (bottoms, tops)
-            for t, arr in zip(tnames, tops):
-                self.blobs[t] = arr
+            self.blobs.update(zip(tnames, tops))
             if on_layer is not None:
                 on_layer(i, layer, tnames, tops)
+            bottoms = tops = None  # the blob table holds them now (see _exclusive)
         return {o: self.blobs[o] for o in self.outputs if o in self.blobs}
 
     def loss(self) -> float:

@@ -53,6 +53,9 @@ class QuantizeSettings:
     kept between candidates. ``threads`` scores batches in parallel (None: one per core
     on the CPU); the scores do not depend on it. ``score_blob``: None for the net's first
     output. ``seed`` / ``gpu`` make the backend when the caller gives none.
+    ``early_stop``: stop scoring a candidate once its batches decide it (exact: same
+    choices and final score; only where the score blob comes from an Accuracy layer,
+    whose values lie in [0, 1]); False scores every candidate on every batch.
     """
 
     iterations: int = DEFAULT_ITERATIONS
@@ -77,6 +80,7 @@ class QuantizeSettings:
     percentile: float = 99.99
     stats_batches: int = STAT_BATCHES
     stats: str = AFTER_PASS              # after | pre-activation
+    early_stop: bool = True              # stop scoring a candidate once its batches decide it
 
 
 @dataclass
@@ -276,7 +280,8 @@ def observe(p: Plan, steps: Steps) -> Observation:
     of the TRAIN-phase net over the statistics batches (5.2) and their integer lengths (5.3)."""
     s = p.settings
     runner = CandidateRunner(p.param, p.float_net, int(s.iterations), p.score_blob, cache_bytes=s.cache_bytes,
-                             on_batch=lambda info: steps.advance(1, info), workers=s.threads)
+                             on_batch=lambda info: steps.advance(1, info), workers=s.threads,
+                             on_skip=lambda n, info: steps.advance(n, info))
     baseline = runner.run_baseline(_start_layers(p.param, p.trimming_mode, s))
     p.float_net.close()  # before the TRAIN net opens its data (an LMDB may serve both phases)
     train_net = _train_net(p.param, p.model, p.weights, p.float_net, p.folded_model)
@@ -305,19 +310,22 @@ def search(p: Plan, o: Observation, steps: Steps) -> tuple[SearchResult, int | N
     def skipped(n):
         steps.advance(n * iterations, "")
 
-    def evaluate(candidate):
-        return o.runner.evaluate(extend(candidate, s))
+    rule = stopping_rule(p, o.baseline)
+
+    def evaluate(candidate, *rule_args):
+        return o.runner.evaluate(extend(candidate, s), *rule_args)
 
     if p.trimming_mode == DYNAMIC_FIXED_POINT:
         result, exp_bits = choose.search_dynamic_fixed_point(evaluate, o.baseline, s.error_margin,
-                                                             s.widths or DFP_WIDTHS, skipped), None
+                                                             s.widths or DFP_WIDTHS, skipped, rule), None
     elif p.trimming_mode == MINIFLOAT:
         exp_bits = observing.minifloat_exp_bits(o.ranges)
         for w in s.widths or ():
             if w - 1 - exp_bits > 23:
                 raise RistrettoError(f"--widths: a {w}-bit minifloat with {exp_bits} exponent bits needs "
                                      f"{w - 1 - exp_bits} mantissa bits; float32 has 23")
-        result = choose.search_minifloat(evaluate, o.baseline, s.error_margin, exp_bits, s.widths, skipped)
+        result = choose.search_minifloat(evaluate, o.baseline, s.error_margin, exp_bits, s.widths, skipped,
+                                         rule)
     else:
         result, exp_bits = choose.search_power_of_2(evaluate, o.baseline, s.error_margin, s.exp_min, s.exp_max,
                                                     s.activation_bits), None
@@ -326,6 +334,21 @@ def search(p: Plan, o: Observation, steps: Steps) -> tuple[SearchResult, int | N
     for t in result.trials:
         t.candidate = extend(t.candidate, s)
     return result, exp_bits
+
+
+def score_is_accuracy(net, blob: str) -> bool:
+    """Does ``blob`` come from an Accuracy layer (values provably in [0, 1])?"""
+    writers = [net.layers[i] for i, ts in enumerate(net.top_names) if blob in ts]
+    return bool(writers) and all(l.type == "Accuracy" for l in writers)
+
+
+def stopping_rule(p: Plan, baseline: float):
+    """The early-stopping rule of the search, or None (disabled, or a score that is not an
+    accuracy, whose range we cannot bound)."""
+    s = p.settings
+    if not s.early_stop or not score_is_accuracy(p.float_net, p.score_blob):
+        return None
+    return choose.StoppingRule(baseline, s.error_margin, int(s.iterations))
 
 
 def write(p: Plan, o: Observation, result: SearchResult, exp_bits: int | None, t_start: float) -> QuantizeOutcome:
@@ -345,7 +368,8 @@ def write(p: Plan, o: Observation, result: SearchResult, exp_bits: int | None, t
                 "trimming_mode": p.trimming_mode, "iterations": int(p.settings.iterations),
                 "error_margin": float(p.settings.error_margin), "score_blob": p.score_blob,
                 "statistics_batches": int(p.settings.stats_batches), "backend": repr(p.float_net.backend),
-                "threads": runner.workers}
+                "threads": runner.workers,
+                "early_stop": stopping_rule(p, o.baseline) is not None}
     s = p.settings
     ours = {"fold": s.fold, "whole_graph": s.whole_graph, "activation_range": s.activation_range,
             "bias_bits": s.bias_bits, "calibration": s.calibration, "stats": s.stats}

@@ -74,7 +74,10 @@ def summary_tables(result: SearchResult, memory: dict | None = None) -> list[tup
     mode = result.mode
     rows: list[list] = [["baseline 32-bit float", FLOAT_BITS, float(result.baseline), ""]]
     for t in result.trials:
-        rows.append([CATEGORY_TITLES.get(t.category, t.category), t.bit_width, float(t.score),
+        score = float(t.score)
+        if t.decided_early:  # the mean of the batches scored before the outcome was certain
+            score = f"{score:g} (partial: {t.batches} batches)"
+        rows.append([CATEGORY_TITLES.get(t.category, t.category), t.bit_width, score,
                      "yes" if t.passed else "no"])
     margin = f"{result.error_margin:g}%"
     scores = (f"Accuracy analysis of CONV and FC layers, {MODE_TITLES.get(mode, mode)} "
@@ -111,7 +114,8 @@ def report_json(*, settings: dict, result: SearchResult, ranges, lengths, evalua
         "evaluations": [
             {"label": e.candidate.label(), "config": e.candidate.to_json(), "score": e.score,
              "start_layer": e.start_layer, "layer_forwards": e.layer_forwards, "seconds": e.seconds,
-             "batches": e.batches}
+             "batches": e.batches, "batches_scored": e.batches_scored, "decided_early": e.decided_early,
+             "partial": e.decided_early, "passed": e.passed}
             for e in evaluations
         ],
         "chosen": result.chosen,
@@ -122,6 +126,9 @@ def report_json(*, settings: dict, result: SearchResult, ranges, lengths, evalua
         "original_layer_forwards": counters.original_layer_forwards,
         "candidates_scored": counters.candidates,
         "candidates_reused": counters.reused,
+        "batches_scored": counters.batches_scored,
+        "batches_saved": counters.batches_saved,
+        "candidates_decided_early": counters.decided_early,
         "batch_cache": cached,
         "wall_s": wall_s,
     }

@@ -16,6 +16,10 @@ original's way: a fresh net that reads its data layers from the first record.
 
 Scores follow the original's arithmetic: element 0 of the score blob per batch,
 summed in float32 and divided by the number of batches in float32.
+
+With a stopping rule (:class:`~ristretto_cli.quantize.choose.StoppingRule`) a candidate
+stops as soon as the batches scored decide it; the memo keeps what was scored, so a
+later full evaluation of the same net (the final one) scores only the batches missing.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from ..layers.ristretto import RistrettoMixin
 from ..net import Net
 from ..net.graph import filter_net
 from ..proto import caffe_pb2
+from .choose import Score, StoppingRule, mean_score
 from .rewrite import Candidate, changed_layers, rewrite_net
 
 
@@ -46,6 +51,9 @@ class Counters:
     original_layer_forwards: int = 0
     candidates: int = 0
     reused: int = 0           # candidates answered from the memo (same net as one scored before)
+    batches_scored: int = 0   # candidate batches run
+    batches_saved: int = 0    # candidate batches not run because the scored ones decided the outcome
+    decided_early: int = 0    # candidates stopped before their last batch
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -57,16 +65,21 @@ class Evaluation:
     score: float
     start_layer: str | None      # first layer run; None: nothing to run (same net as the float one)
     layer_forwards: int
-    batches: list[float] = field(default_factory=list)
+    batches: list[float] = field(default_factory=list)   # the values scored, in batch order
     seconds: float = 0.0
+    values: list = field(default_factory=list)            # one per batch, None where not scored
+    passed: bool | None = None                            # the stopping rule's decision, if any
 
+    @property
+    def batches_scored(self) -> int:
+        return sum(v is not None for v in self.values) if self.values else len(self.batches)
 
-def mean_score(values) -> float:
-    """Sum in float32 in batch order, then divide by the count in float32 (the original)."""
-    total = np.float32(0.0)
-    for v in values:
-        total = np.float32(total + np.float32(v))
-    return float(np.float32(total / np.float32(len(values))))
+    @property
+    def decided_early(self) -> bool:
+        return bool(self.values) and any(v is None for v in self.values)
+
+    def to_score(self) -> Score:
+        return Score(self.score, self.passed, self.batches_scored, self.decided_early)
 
 
 def first_element(array, backend) -> np.float32:
@@ -82,13 +95,14 @@ class CandidateRunner:
     ``param``: the NetParameter as read (both phases); ``float_net``: the TEST-phase
     float net with its weights; ``lengths``: integer lengths by layer name (set
     before the first candidate); ``on_batch(info)`` is called after every batch for
-    progress; ``workers``: threads that score batches side by side.
+    progress (``on_skip(n, info)`` for n batches not run; default: ``on_batch`` n times);
+    ``workers``: threads that score batches side by side.
     Call :meth:`run_baseline` first, then :meth:`evaluate` per candidate.
     """
 
     def __init__(self, param, float_net: Net, iterations: int, score_blob: str, lengths=None,
                  cache_bytes: int = 2 << 30, on_batch: Callable[[str], None] | None = None,
-                 workers: int | None = None):
+                 workers: int | None = None, on_skip: Callable[[int, str], None] | None = None):
         self.param = param
         self.workers = default_workers(float_net.backend) if workers is None else max(1, int(workers))
         self.float_net = float_net
@@ -99,6 +113,7 @@ class CandidateRunner:
         self.lengths = lengths or {}
         self.cache_bytes = int(cache_bytes)
         self.on_batch = on_batch or (lambda info: None)
+        self.on_skip = on_skip or (lambda n, info: [self.on_batch(info) for _ in range(n)])
         self.counters = Counters()
         self.evaluations: list[Evaluation] = []
         self._memo: dict[bytes, Evaluation] = {}
@@ -282,14 +297,22 @@ class CandidateRunner:
         net.share_weights_from(self.float_net)
         return net
 
-    def evaluate(self, candidate: Candidate) -> float:
-        """Score ``candidate`` on the batches (memoized on the TEST net it describes)."""
+    def evaluate(self, candidate: Candidate, rule: StoppingRule | None = None, counted: bool = True) -> Score:
+        """Score ``candidate`` on the batches (memoized on the TEST net it describes).
+
+        With ``rule``, stop as soon as the scored batches decide the candidate; the
+        returned :class:`Score` then holds the decision and the mean of the batches
+        scored. Without one, every batch is scored (reusing those scored before).
+        ``counted=False``: finishing a net stopped early that the original procedure
+        scored only once (not a candidate of its own in the counters).
+        """
         if self.baseline is None:
             raise RuntimeError("run_baseline first")
         t0 = time.perf_counter()
         n = len(self.float_net.layers)
-        self.counters.candidates += 1
-        self.counters.original_layer_forwards += n * self.iterations
+        if counted:
+            self.counters.candidates += 1
+            self.counters.original_layer_forwards += n * self.iterations
         label = candidate.label()
         key = self._test_param(rewrite_net(self.param, candidate, self.lengths)).SerializeToString(
             deterministic=True)
@@ -297,38 +320,68 @@ class CandidateRunner:
         k = self.start_index(changed_layers(self.param, candidate))
         if prev is None and (k is None or k >= self.end):
             prev = self.baseline_evaluation  # nothing that reaches the score differs from the float net
-        if prev is not None:
+        values = list(prev.values) if prev is not None and prev.values else (
+            [float(v) for v in prev.batches] if prev is not None else [None] * self.iterations)
+        decide = (lambda vals: rule.decide(vals)) if rule is not None else None
+        done = prev is not None and (all(v is not None for v in values) or
+                                     (decide is not None and decide(values) is not None))
+        if done:
             self.counters.reused += 1
-            for _ in range(self.iterations):
-                self.on_batch(label + " (same net as scored before)")
-            ev = Evaluation(candidate, prev.score, None, 0, list(prev.batches), time.perf_counter() - t0)
+            self.on_skip(self.iterations, label + " (same net as scored before)")
+            ev = Evaluation(candidate, prev.score, None, 0, list(prev.batches), time.perf_counter() - t0,
+                            list(values), decide(values) if decide is not None else None)
         else:
+            before = sum(v is not None for v in values)
             if self.cached and k in self._snapshots:
-                values, forwards = self._run_cached(candidate, k, label)
+                forwards_per_batch, ran = self._run_cached(candidate, k, label, values, decide)
                 start_name = self.float_net.layer_names[k]
             else:
-                values, forwards = self._run_reread(candidate, label)
+                values = [None] * self.iterations  # a fresh net reads the data from the first record
+                before = 0
+                forwards_per_batch, ran = self._run_reread(candidate, label, values, decide)
                 start_name = self.float_net.layer_names[0]
+            if before:
+                self.on_skip(before, label + " (batches scored before)")
+            forwards = forwards_per_batch * ran
             self.counters.layer_forwards += forwards
-            ev = Evaluation(candidate, mean_score(values), start_name, forwards, [float(v) for v in values],
-                            time.perf_counter() - t0)
+            self.counters.batches_scored += ran
+            scored = [v for v in values if v is not None]
+            passed = decide(values) if decide is not None else None
+            if len(scored) < self.iterations:
+                self.counters.decided_early += 1
+                self.on_skip(self.iterations - len(scored), label + " (decided early)")
+            ev = Evaluation(candidate, mean_score(scored), start_name, forwards, [float(v) for v in scored],
+                            time.perf_counter() - t0, [None if v is None else float(v) for v in values], passed)
             self._memo[key] = ev
+        # Saved: every distinct candidate net on every batch (what scoring without early
+        # stopping runs) minus the batches run (a net stopped early and later finished saved
+        # nothing; batches run past a deciding prefix by a second thread count as run).
+        nets = sum(1 for e in self._memo.values() if e is not self.baseline_evaluation)
+        self.counters.batches_saved = max(0, nets * self.iterations - self.counters.batches_scored)
         self.evaluations.append(ev)
-        return ev.score
+        return ev.to_score()
 
-    def _run_cached(self, candidate: Candidate, k: int, label: str):
-        """Every batch from layer k on, on ``self.workers`` nets in parallel threads."""
-        workers = max(1, min(self.workers, self.iterations))
+    def _run_cached(self, candidate: Candidate, k: int, label: str, values: list, decide=None) -> tuple[int, int]:
+        """The batches of ``values`` still None, from layer k on, on ``self.workers`` nets in
+        parallel threads, until ``decide`` settles the candidate on a prefix of the batches
+        (values past that prefix are dropped again, so the outcome does not depend on the
+        threads' timing); returns (layer forwards per batch, batches run)."""
+        todo = [b for b, v in enumerate(values) if v is None]
+        workers = max(1, min(self.workers, len(todo)))
         nets = [self.build(candidate, fed_inputs=True) for _ in range(workers)]
         _trim_weights_once(nets)
         end = max(self.end, k)
         run = sum(1 for i in range(k, end) if nets[0].bottom_names[i])  # data layers are fed
-        values: list = [None] * self.iterations
         stop = threading.Event()
+        lock = threading.Lock()
+        n = len(values)
+        prefix = [todo[0] if todo else n]   # values[:prefix] are all scored
+        decided_at: list[int] = []
+        ran = [0]
 
         def work(w: int) -> None:
             net = nets[w]
-            for b in range(w, self.iterations, workers):
+            for b in todo[w::workers]:
                 if stop.is_set():
                     return
                 # Fresh copies every time: the candidate trims some of them in place.
@@ -338,7 +391,18 @@ class CandidateRunner:
                     if i >= k:
                         feeds.update(_copy_blobs(tops, None, self.xp))
                 net.forward(feeds, start=k, end=end, keep_for_backward=False)
-                values[b] = first_element(self._blob(net), self.backend)
+                value = first_element(self._blob(net), self.backend)
+                with lock:
+                    values[b] = value
+                    ran[0] += 1
+                    # Decide on the scored prefix only, one batch at a time: the first prefix
+                    # that decides is the same whatever order the threads finish in.
+                    while decide is not None and not decided_at and prefix[0] < n and values[prefix[0]] is not None:
+                        prefix[0] += 1
+                        p = prefix[0]
+                        if decide(values[:p] + [None] * (n - p)) is not None:
+                            decided_at.append(p)
+                            stop.set()
                 self.on_batch(label)
 
         if workers == 1:
@@ -353,22 +417,27 @@ class CandidateRunner:
                 except BaseException:  # an error or Ctrl-C: let the other threads stop soon
                     stop.set()
                     raise
-        return values, run * self.iterations
+        if decided_at:  # batches other threads scored past the deciding prefix are dropped
+            for b in range(decided_at[0], n):
+                values[b] = None
+        return run, ran[0]
 
-    def _run_reread(self, candidate: Candidate, label: str):
-        """The original's way: a fresh net reads its data layers from the first record."""
+    def _run_reread(self, candidate: Candidate, label: str, values: list, decide=None) -> tuple[int, int]:
+        """The original's way: a fresh net reads its data layers from the first record;
+        returns (layer forwards per batch, batches run)."""
         net = self.build(candidate)
         try:
             _trim_weights_once([net])
-            values = []
             with one_blas_thread():
                 for b in range(self.iterations):
                     net.forward(end=self.end, keep_for_backward=False)
-                    values.append(first_element(self._blob(net), self.backend))
+                    values[b] = first_element(self._blob(net), self.backend)
                     self.on_batch(label)
+                    if decide is not None and decide(values) is not None:
+                        break
         finally:
             net.close()
-        return values, self.end * self.iterations
+        return self.end, sum(v is not None for v in values)
 
     def count_stats(self, net: Net, batches: int) -> None:
         """Account for the statistics pass (the same in both procedures)."""
