@@ -51,6 +51,8 @@ from .rounding import FormatError
 EXACT_LIMIT = 1 << 62
 #: accumulator widths that can be simulated
 MIN_BITS, MAX_BITS = 2, 64
+#: below this every integer sum of float64 values is exact
+FLOAT64_EXACT = 1 << 53
 #: elements of the blocked (rows, outputs, k) product tensor (int64: 32 MiB)
 BLOCK_ELEMENTS = 1 << 22
 
@@ -105,14 +107,15 @@ class Accumulation:
     sums that overflowed; ``inexact``: outputs whose ``acc`` differs from the exact
     sum; ``partial_min`` / ``partial_max``: the extreme exact partial sums (every step,
     the bias addition included), ``sum_min`` / ``sum_max``: the extreme exact sums
-    (what WRAP needs to hold); Python ints (0 for an empty input).
+    (what WRAP needs to hold); Python ints (0 for an empty input; the partial ones None
+    when ``partial_stats=False`` skipped them).
     """
 
     acc: object
     overflows: int = 0
     inexact: int = 0
-    partial_min: int = 0
-    partial_max: int = 0
+    partial_min: int | None = 0
+    partial_max: int | None = 0
     sum_min: int = 0
     sum_max: int = 0
 
@@ -122,7 +125,7 @@ def _bounds(bits: int) -> tuple[int, int]:
 
 
 def accumulate_fixed_point(x_int, w_int, bias_int=None, bits: int | None = None,
-                           overflow=AccumulatorOverflow.SATURATE) -> Accumulation:
+                           overflow=AccumulatorOverflow.SATURATE, partial_stats: bool = True) -> Accumulation:
     """Sum ``x_int[m, k] * w_int[o, k]`` over k in increasing order, then ``+ bias_int[o]``,
     in a ``bits``-wide accumulator that saturates or wraps at every partial sum
     (``bits`` None: an unbounded accumulator, the exact sums).
@@ -130,6 +133,12 @@ def accumulate_fixed_point(x_int, w_int, bias_int=None, bits: int | None = None,
     ``x_int`` (M, K), ``w_int`` (O, K) and ``bias_int`` (O,) are integer arrays (any
     integer or integer-valued dtype; used as int64). Returns an :class:`Accumulation`
     whose ``acc`` is (M, O) int64.
+
+    ``partial_stats=False`` allows a shortcut when only ``acc`` and the counts matter
+    (``partial_min`` / ``partial_max`` are None then): while every exact partial sum
+    stays below 2^53, two float64 products are exact, ``x @ w.T`` (the sums) and
+    ``|x| @ |w|.T + |b|`` (a bound on every partial sum of an output); only the rows with
+    an output whose bound reaches the range are summed step by step.
     """
     xp = array_module(x_int)
     x = xp.asarray(x_int).astype(xp.int64, copy=False)
@@ -146,7 +155,9 @@ def accumulate_fixed_point(x_int, w_int, bias_int=None, bits: int | None = None,
         check_accumulator_bits(bits)
     if m == 0 or o == 0:
         return Accumulation(xp.zeros((m, o), dtype=xp.int64))
-    _check_exact(x, w, b, xp)
+    bound = _check_exact(x, w, b, xp)
+    if not partial_stats and bits is not None and bound < FLOAT64_EXACT:
+        return _bounded_first(x, w, b, bits, overflow, xp)
     # Bits >= 63 cannot overflow: every exact partial sum is below 2^62.
     track = bits is not None and bits < 63
     lo, hi = _bounds(bits) if track else (0, 0)
@@ -241,15 +252,37 @@ def _saturating_sums(x, w, b, mi, oi, lo: int, hi: int, xp):
     return out, clamps
 
 
-def _check_exact(x, w, b, xp) -> None:
-    """Raise AccumulatorRangeError unless every exact partial sum is below 2^62:
-    max|x| * max_o sum_k |w[o, k]| + max|b| bounds them all."""
+def _check_exact(x, w, b, xp) -> int:
+    """max|x| * max_o sum_k |w[o, k]| + max|b|, which bounds every exact partial sum;
+    AccumulatorRangeError unless it is below 2^62."""
     xmax = int(xp.abs(x).max())
     wsum = int(xp.abs(w).sum(axis=1).max())
     bmax = int(xp.abs(b).max()) if b is not None and b.size else 0
-    if xmax * wsum + bmax >= EXACT_LIMIT:
+    bound = xmax * wsum + bmax
+    if bound >= EXACT_LIMIT:
         raise AccumulatorRangeError("the exact partial sums may reach 2^62 (the formats' codes are too wide for "
                                     "an exact int64 simulation)")
+    return bound
+
+
+def _bounded_first(x, w, b, bits: int, overflow, xp) -> Accumulation:
+    """The shortcut of ``partial_stats=False`` (every partial sum below 2^53)."""
+    xf, wf = x.astype(xp.float64), w.astype(xp.float64)
+    exact = (xf @ wf.T).astype(xp.int64)
+    worst = xp.abs(xf) @ xp.abs(wf).T
+    if b is not None:
+        exact += b[None, :]
+        worst += xp.abs(b).astype(xp.float64)[None, :]
+    result = Accumulation(exact, 0, 0, None, None, int(exact.min()), int(exact.max()))
+    if bits >= 63:
+        return result
+    rows = xp.nonzero(xp.any(worst > float((1 << (bits - 1)) - 1), axis=1))[0]
+    if rows.size:
+        sub = accumulate_fixed_point(x[rows], w, b, bits, overflow)
+        acc = exact.copy()
+        acc[rows] = sub.acc
+        result.acc, result.overflows, result.inexact = acc, sub.overflows, sub.inexact
+    return result
 
 
 def accumulate_reference(x_int, w_int, bias_int=None, bits: int | None = None,

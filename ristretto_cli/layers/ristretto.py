@@ -213,7 +213,8 @@ class RistrettoMixin:
         # exact, except a power-of-two layer's float32 bias: rounded (half to even) to the unit
         b_int = None if bias is None else xp.rint(bias.astype(xp.float64) * 2.0 ** f).astype(xp.int64)
         try:
-            a = accumulate_fixed_point(x_int, w_int, b_int, cfg.accum_bits, cfg.accum_overflow)
+            a = accumulate_fixed_point(x_int, w_int, b_int, cfg.accum_bits, cfg.accum_overflow,
+                                       partial_stats=self.accum_probe is not None)
         except AccumulatorRangeError as exc:
             raise self.error(f"accum_bits: {exc}") from None
         self.accum_overflows += a.overflows
