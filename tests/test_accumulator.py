@@ -395,3 +395,16 @@ def test_quantize_accumulator_refuses_minifloat(lenet_db, capsys):
     code, _, err = run_cli(["quantize", "-m", model, "-w", weights, "--model-quantized", d / "mf.prototxt",
                             "--trimming-mode", "minifloat", "--accumulator"], capsys)
     assert code == 2 and "--accumulator" in err and "minifloat" in err and not (d / "mf.prototxt").exists()
+
+
+def test_cost_model_uses_accum_bits_as_the_accumulator_width(tmp_path):
+    from test_export_onnx import mnist_test_images, quantized_lenet
+    from ristretto_cli.cost import net_cost
+    from ristretto_cli.net.loading import load_net
+
+    images, _ = mnist_test_images(4)
+    proto, weights = quantized_lenet(tmp_path, images)
+    before = {l.name: l.accumulator_bits for l in net_cost(load_net(str(proto), str(weights))).layers}
+    after = {l.name: l.accumulator_bits for l in
+             net_cost(load_net(str(_lenet_with(tmp_path, proto, 17)), str(weights))).layers}
+    assert before["conv2"] == 8 + 8 + 9 and after["conv2"] == after["ip1"] == 17
