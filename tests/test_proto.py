@@ -180,6 +180,8 @@ def test_ristretto_extensions_use_high_numbers_and_are_tagged():
         ("field", "QuantizationParameter", "is_unsigned_layer_out", 1003),
         ("field", "QuantizationParameter", "bw_bias", 1004),
         ("field", "QuantizationParameter", "fl_bias", 1005),
+        ("field", "QuantizationParameter", "accum_bits", 1006),
+        ("field", "QuantizationParameter", "accum_overflow", 1007),
     ])
     for kind, _, _, number in decls:
         if kind == "field":

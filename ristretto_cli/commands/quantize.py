@@ -79,10 +79,17 @@ LEGACY_TRIMMING_MODES = {
               show_default=True,
               help="Ours: read each layer's values after the whole forward pass (the original: an in-place ReLU "
                    "is included) or as the layer wrote them (pre-activation).")
+@click.option("--accumulator", is_flag=True,
+              help="Ours: after the search, write each Convolution/InnerProduct layer's accum_bits: the smallest "
+                   "integer accumulator at which nothing changes on the statistics batches (TEST net).")
+@click.option("--accumulator-overflow", "accumulator_overflow", type=click.Choice(["saturate", "wrap"]),
+              default="saturate", show_default=True,
+              help="Ours, with --accumulator: what those accumulators do at overflow (wrap: only complete sums "
+                   "must fit).")
 def quantize(model, weights, model_quantized, trimming_mode, iterations, error_margin, gpu, score_blob, report,
              report_html, quiet, widths, exp_min, exp_max, activation_bits, cache_mb, threads, seed, fold,
              fold_layers, folded_weights, whole_graph, activation_range, bias_bits, calibration, percentile,
-             stats_batches, stats, early_stop):
+             stats_batches, stats, early_stop, accumulator, accumulator_overflow):
     """Find the smallest bit widths that keep the score within the error margin and
     write the quantized net (then fine-tune it)."""
     from ..caffe.atomic import check_output_path
@@ -104,7 +111,8 @@ def quantize(model, weights, model_quantized, trimming_mode, iterations, error_m
                                 folded_weights=folded_weights, whole_graph=whole_graph,
                                 activation_range=activation_range, bias_bits=bias_bits, calibration=calibration,
                                 percentile=percentile, stats_batches=stats_batches, stats=stats,
-                                early_stop=early_stop)
+                                early_stop=early_stop, accumulator=accumulator,
+                                accumulator_overflow=accumulator_overflow)
     if quiet:
         outcome = run_quantize(model, weights, model_quantized, trimming_mode, settings)
     else:
@@ -130,6 +138,10 @@ def show_outcome(outcome, console=None) -> None:
     for title, columns, rows in summary_tables(outcome.result, outcome.memory):
         ui.table(title, columns, rows, console=console or ui.out)
     counters = outcome.counters
+    accumulators = outcome.report.get("accumulator_bits")
+    if accumulators:
+        ui.table(f"Accumulators ({outcome.report.get('accumulator_overflow', 'saturate')})", ["layer", "accum_bits"],
+                 [[name, bits] for name, bits in accumulators.items()], console=console or ui.out)
     folded = outcome.report.get("folded_weights")
     if folded:
         ui.log(f"folded {len(outcome.report['folds'])} BatchNorm layer(s); the quantized net's weights: {folded}")

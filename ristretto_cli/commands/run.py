@@ -77,7 +77,19 @@ def forward(model, weights, inputs, output, phase, gpu, seed):
     net.forward({k: backend.asarray(v) for k, v in feeds.items()})
     arrays = {name: backend.to_numpy(arr) for name, arr in net.blobs.items()}
     atomic_write_bytes(output, npz_bytes(arrays))
+    log_accumulator_overflows(net)
     ui.log(f"wrote {len(arrays)} blobs to {output}")
+
+
+def log_accumulator_overflows(net) -> None:
+    """One line per layer whose simulated accumulator (accum_bits) overflowed in the last forward."""
+    for layer in net.layers:
+        count = getattr(layer, "accum_overflows", 0)
+        if not count:
+            continue
+        cfg = layer.quant_config
+        ui.log(f"layer '{layer.name}': {count:,} partial sums overflowed its {cfg.accum_bits}-bit accumulator "
+               f"({cfg.accum_overflow.name}); {layer.accum_inexact:,} outputs differ from the exact sum")
 
 
 def _parse_input(spec: str) -> tuple[str, str, np.ndarray]:

@@ -10,7 +10,8 @@ Ristretto layers); every other layer computes and stores in float32. The rules:
   mantissa multiplier plus the exponent adder, ``(mant_bits + 1)^2 + exp_bits`` (the
   inputs and weights share the format); power-of-two weights ``bw_layer_in`` (a shift
   and an add, no multiplier); float ``32 x 32``.
-* **Accumulator**: the adder that sums a layer's products as the simulation does. Fixed
+* **Accumulator**: the adder that sums a layer's products as the simulation does: a
+  layer's ``accum_bits`` when set (``quantize --accumulator``), else, fixed
   point: exact, ``bw_in + bw_params + ceil(log2 fan_in)`` bits (fan-in = MACs per output
   value); power-of-two weights: ``bw_in + (exp_max - exp_min) + ceil(log2 fan_in)``;
   minifloat and float: a 32-bit float adder (Ristretto sums minifloat products in
@@ -85,6 +86,8 @@ def layer_format(cfg: QuantConfig | None) -> LayerFormat:
                                                      "exp_bits": cfg.exp_bits})
     acts = {"bw_layer_in": cfg.bw_layer_in, "fl_layer_in": cfg.fl_layer_in,
             "bw_layer_out": cfg.bw_layer_out, "fl_layer_out": cfg.fl_layer_out}
+    if cfg.accum_bits is not None:
+        acts["accum_bits"] = cfg.accum_bits
     if cfg.precision == Precision.INTEGER_POWER_OF_2_WEIGHTS:
         return LayerFormat("integer_power_of_2_weights", cfg.bw_layer_in, cfg.bw_layer_out,
                            pow2_weight_bits(cfg.exp_min, cfg.exp_max), FLOAT_BITS,
@@ -108,7 +111,9 @@ def bitops_per_mac(fmt: LayerFormat) -> int:
 
 def accumulator_bits(fmt: LayerFormat, fan_in: int) -> int:
     """Width of the adder that sums ``fan_in`` products exactly (fixed point) or in
-    float32 (minifloat, float)."""
+    float32 (minifloat, float); a layer's ``accum_bits`` when it sets one."""
+    if fmt.config and fmt.config.get("accum_bits") is not None:
+        return int(fmt.config["accum_bits"])
     grow = math.ceil(math.log2(fan_in)) if fan_in > 1 else 0
     if fmt.kind == "dynamic_fixed_point":
         return fmt.in_bits + fmt.weight_bits + grow

@@ -17,7 +17,11 @@ Our additions (written only when set, so a config without them stays readable by
 the original): ``is_unsigned_layer_in`` / ``is_unsigned_layer_out`` make that
 activation site unsigned dynamic fixed point, [0, (2^bw - 1) 2^-fl];
 ``bw_bias`` / ``fl_bias`` (both or neither) give the bias its own dynamic fixed
-point format in every precision (unset: the table above).
+point format in every precision (unset: the table above). ``accum_bits`` (unset:
+None) makes a ConvolutionRistretto / FcRistretto sum its products in an integer
+accumulator of that width which saturates or wraps (``accum_overflow``, default
+SATURATE) at every partial sum (:mod:`.accumulator`); dynamic fixed point and
+power-of-two weights only.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from . import trim
+from .accumulator import AccumulatorOverflow, accumulator_fl, as_overflow, check_accumulator_bits
 from .rounding import FormatError, Rounding, as_rounding
 
 
@@ -55,9 +60,10 @@ def as_precision(value) -> Precision:
 
 
 #: our fields (not in the original's schema): written only when set
-_EXTENSIONS = ("saturate_after_rounding", "is_unsigned_layer_in", "is_unsigned_layer_out", "bw_bias", "fl_bias")
+_EXTENSIONS = ("saturate_after_rounding", "is_unsigned_layer_in", "is_unsigned_layer_out", "bw_bias", "fl_bias",
+               "accum_bits", "accum_overflow")
 #: fields without a proto default: None while unset
-_UNSET_IS_NONE = ("bw_bias", "fl_bias")
+_UNSET_IS_NONE = ("bw_bias", "fl_bias", "accum_bits")
 
 
 @dataclass(frozen=True)
@@ -79,10 +85,13 @@ class QuantConfig:
     is_unsigned_layer_out: bool = False
     bw_bias: int | None = None
     fl_bias: int | None = None
+    accum_bits: int | None = None
+    accum_overflow: AccumulatorOverflow = AccumulatorOverflow.SATURATE
 
     def __post_init__(self):
         object.__setattr__(self, "precision", as_precision(self.precision))
         object.__setattr__(self, "rounding_scheme", as_rounding(self.rounding_scheme))
+        object.__setattr__(self, "accum_overflow", as_overflow(self.accum_overflow))
 
     # -- proto ------------------------------------------------------------
     @classmethod
@@ -108,7 +117,8 @@ class QuantConfig:
             qp = caffe_pb2.QuantizationParameter()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in _EXTENSIONS and (value is None or value is False):
+            if f.name in _EXTENSIONS and (value is None or value is False or (
+                    f.name == "accum_overflow" and value == AccumulatorOverflow.SATURATE)):
                 qp.ClearField(f.name)
                 continue
             setattr(qp, f.name, int(value) if isinstance(value, IntEnum) else value)
@@ -121,6 +131,11 @@ class QuantConfig:
     def validate(self) -> "QuantConfig":
         """Raise FormatError for impossible settings of the chosen precision; return self."""
         p = self.precision
+        if self.accum_bits is not None:
+            check_accumulator_bits(self.accum_bits)
+            if p == Precision.MINIFLOAT:
+                raise FormatError("accum_bits simulates an integer accumulator: dynamic fixed point or power-of-two "
+                                  "weights only, not MINIFLOAT")
         if (self.bw_bias is None) != (self.fl_bias is None):
             raise FormatError("bw_bias and fl_bias go together: set both or neither")
         if self.bw_bias is not None:
@@ -184,14 +199,40 @@ class QuantConfig:
             return b
         return self.trim_weights(b, rounding, rng)
 
+    # -- the integer accumulator (accum_bits) ---------------------------------
+    @property
+    def weight_fl(self) -> int:
+        """Fractional bits of a weight code: fl_params; power-of-two weights: -exp_min
+        (the smallest weight 2^exp_min is one unit)."""
+        if self.precision == Precision.INTEGER_POWER_OF_2_WEIGHTS:
+            return -int(self.exp_min)
+        return int(self.fl_params)
+
+    @property
+    def bias_fl(self) -> int | None:
+        """Fractional bits of a bias code: fl_bias, else fl_params; None for the
+        float32 bias a power-of-two layer keeps."""
+        if self.fl_bias is not None:
+            return int(self.fl_bias)
+        if self.precision == Precision.INTEGER_POWER_OF_2_WEIGHTS:
+            return None
+        return int(self.fl_params)
+
+    @property
+    def accumulator_fl(self) -> int:
+        """F: the accumulator holds integers in units of 2^-F,
+        F = max(fl_layer_in + weight_fl, bias_fl) (:mod:`.accumulator`)."""
+        return accumulator_fl(self.fl_layer_in, self.weight_fl, self.bias_fl)
+
     def describe(self) -> str:
         """Short human-readable summary, e.g. for tables and error messages."""
         p = self.precision
         r = self.rounding_scheme.name
         if p == Precision.MINIFLOAT:
             return f"minifloat m{self.mant_bits} e{self.exp_bits} {r}"
+        acc = "" if self.accum_bits is None else f" acc {self.accum_bits} {self.accum_overflow.name}"
         if p == Precision.INTEGER_POWER_OF_2_WEIGHTS:
             return (f"pow2 weights 2^[{self.exp_min},{self.exp_max}] in {self.bw_layer_in}/{self.fl_layer_in} "
-                    f"out {self.bw_layer_out}/{self.fl_layer_out} {r}")
+                    f"out {self.bw_layer_out}/{self.fl_layer_out} {r}{acc}")
         return (f"dfp in {self.bw_layer_in}/{self.fl_layer_in} params {self.bw_params}/{self.fl_params} "
-                f"out {self.bw_layer_out}/{self.fl_layer_out} {r}")
+                f"out {self.bw_layer_out}/{self.fl_layer_out} {r}{acc}")

@@ -26,6 +26,18 @@ LRNRistretto trims every intermediate of cross-channel LRN to minifloat in every
 phase (as the original's CUDA kernel does); its backward is the float LRN gradient at
 the trimmed top and scale.
 
+Accumulator simulation (our extension, ``accum_bits`` in ``quantization_param``):
+ConvolutionRistretto and FcRistretto then compute their products and sums on integer
+codes in an accumulator of that width, which saturates or wraps at every partial sum
+(:mod:`ristretto_cli.formats.accumulator`: units, summation order, overflow), and
+convert the sum back to float32 before the output trim. Only when activations are
+trimmed (TEST phase, or ``trim_activations_in_train``): the codes need inputs on the
+grid. ``layer.accum_overflows`` counts the partial sums that overflowed in the last
+forward (``accum_inexact``: the outputs whose sum differs from the exact one); a
+``layer.accum_probe`` (:class:`AccumulatorStats`) set by a caller makes the layer
+compute through the integer path (unbounded unless ``accum_bits`` is set) and record
+its exact partial sums there (``quantize --accumulator``).
+
 Whole-graph types (our extension, not in the original; ``quantize --whole-graph``
 writes them): PoolingRistretto, EltwiseRistretto, ConcatRistretto,
 BatchNormRistretto, ScaleRistretto, ReLURistretto and PReLURistretto trim like the
@@ -37,12 +49,16 @@ coefficients are rounded there). Scale's factors and PReLU's slopes are weights
 """
 from __future__ import annotations
 
+import math
+
+from ..formats.accumulator import AccumulatorRangeError, AccumulatorStats, accumulate_fixed_point
 from ..formats.config import INPUT, OUTPUT, Precision, QuantConfig
 from ..formats.rounding import FormatError, Rounding
 from ..formats.trim import trim_minifloat
 from .activations import PReLU, ReLU
 from .base import TEST, register
 from .conv import Convolution, Deconvolution
+from .im2col import im2col
 from .inner_product import InnerProduct
 from .lrn import ACROSS_CHANNELS, LRN
 from .normalization import BatchNorm, Scale
@@ -68,6 +84,16 @@ class RistrettoMixin:
     trimmed_blobs: list | None = None
     #: trimmed weights fixed by :meth:`freeze_params` (None: trim at every forward)
     frozen_blobs: list | None = None
+    #: True where ``accum_bits`` can be simulated (ConvolutionRistretto, FcRistretto)
+    accumulates: bool = False
+    #: partial sums that overflowed the accumulator in the last forward (accum_bits)
+    accum_overflows: int = 0
+    #: outputs of the last forward whose accumulated sum differs from the exact one
+    accum_inexact: int = 0
+    #: set by a caller: compute through the integer accumulator and record exact sums here
+    accum_probe: AccumulatorStats | None = None
+    #: the config of the forward in progress when it runs through the integer accumulator
+    _accumulating: QuantConfig | None = None
 
     # -- configuration ------------------------------------------------------
     @property
@@ -80,7 +106,10 @@ class RistrettoMixin:
             raise self.error(f"quantization_param: {exc}") from None
 
     def setup(self, bottom_shapes):
-        self.quant_config  # noqa: B018  (fail early on impossible formats)
+        cfg = self.quant_config  # fail early on impossible formats
+        if cfg.accum_bits is not None and not self.accumulates:
+            raise self.error("quantization_param: accum_bits is simulated in ConvolutionRistretto and FcRistretto "
+                             f"only, not in {self.type}")
         super().setup(bottom_shapes)
 
     @property
@@ -153,9 +182,14 @@ class RistrettoMixin:
         # Keep a stochastic draw for backward; a deterministic one is recomputed (saves memory).
         keep = self.phase != TEST or cfg.rounding_scheme == Rounding.STOCHASTIC
         self.trimmed_blobs = qblobs  # what compute_params hands the float forward
+        self.accum_overflows = self.accum_inexact = 0
+        if (trim and self.accumulates and cfg.precision != Precision.MINIFLOAT
+                and (cfg.accum_bits is not None or self.accum_probe is not None)):
+            self._accumulating = cfg  # the float layer's _forward_with goes through _accumulate
         try:
             tops = super().forward(bottoms)
         finally:
+            self._accumulating = None
             if not keep:
                 self.trimmed_blobs = None
         if trim:
@@ -166,15 +200,73 @@ class RistrettoMixin:
             tops = fresh
         return tops
 
+    # -- the integer accumulator (accum_bits) ---------------------------------------
+    def _accumulate(self, rows, weight, bias, cfg: QuantConfig):
+        """float32 (M, O): the rows (M, K) of trimmed inputs times the trimmed ``weight``
+        (O, K), plus ``bias`` (O,) or None, summed in the integer accumulator of ``cfg``
+        (units of 2^-F, F = cfg.accumulator_fl; every product shifted to that unit)."""
+        xp = self.xp
+        f = cfg.accumulator_fl
+        # x * 2^(F - fl_w) = x_code << (F - fl_in - fl_w): exact (x is on the 2^-fl_in grid)
+        x_int = xp.rint(rows.astype(xp.float64) * 2.0 ** (f - cfg.weight_fl)).astype(xp.int64)
+        w_int = xp.rint(weight.astype(xp.float64) * 2.0 ** cfg.weight_fl).astype(xp.int64)
+        # exact, except a power-of-two layer's float32 bias: rounded (half to even) to the unit
+        b_int = None if bias is None else xp.rint(bias.astype(xp.float64) * 2.0 ** f).astype(xp.int64)
+        try:
+            a = accumulate_fixed_point(x_int, w_int, b_int, cfg.accum_bits, cfg.accum_overflow,
+                                       partial_stats=self.accum_probe is not None)
+        except AccumulatorRangeError as exc:
+            raise self.error(f"accum_bits: {exc}") from None
+        self.accum_overflows += a.overflows
+        self.accum_inexact += a.inexact
+        if self.accum_probe is not None:
+            self.accum_probe.add(a)
+        return (a.acc.astype(xp.float64) * 2.0 ** -f).astype(rows.dtype)
+
 
 @register("ConvolutionRistretto")
 class ConvolutionRistretto(RistrettoMixin, Convolution):
     """Convolution with Ristretto's reduced-precision trims."""
 
+    accumulates = True
+
+    def _forward_with(self, x, weight, bias):
+        cfg = self._accumulating
+        if cfg is None:
+            return super()._forward_with(x, weight, bias)
+        # im2col: rows (n * P, K_g) per group, k over (c, kh, kw) in C order
+        xp = self.xp
+        xf, lead = self._flat(x)
+        n, c = xf.shape[:2]
+        out_spatial = self._output_spatial(xf.shape[2:])
+        p = math.prod(out_spatial)
+        cols = im2col(xf, self.geom, out_spatial, xp).reshape(n, c * self.geom.kernel_count, p)
+        g = self.group
+        kg = cols.shape[1] // g
+        og = self.num_output // g
+        parts = []
+        for i in range(g):
+            rows = cols[:, i * kg:(i + 1) * kg].transpose(0, 2, 1).reshape(n * p, kg)
+            wg = weight[i * og:(i + 1) * og].reshape(og, kg)
+            bg = None if bias is None else bias[i * og:(i + 1) * og]
+            parts.append(self._accumulate(rows, wg, bg, cfg).reshape(n, p, og).transpose(0, 2, 1))
+        y = parts[0] if g == 1 else xp.concatenate(parts, axis=1)
+        return xp.ascontiguousarray(y).reshape(lead + (self.num_output,) + tuple(out_spatial))
+
 
 @register("FcRistretto")
 class FcRistretto(RistrettoMixin, InnerProduct):
     """InnerProduct with Ristretto's reduced-precision trims."""
+
+    accumulates = True
+
+    def _forward_with(self, x, weight, bias):
+        cfg = self._accumulating
+        if cfg is None:
+            return super()._forward_with(x, weight, bias)
+        x2, lead = self._flat(x)
+        y = self._accumulate(x2, weight.T if self.transpose else weight, bias, cfg)
+        return y.reshape(lead + (self.num_output,))
 
 
 @register("DeconvolutionRistretto")

@@ -81,6 +81,8 @@ class QuantizeSettings:
     stats_batches: int = STAT_BATCHES
     stats: str = AFTER_PASS              # after | pre-activation
     early_stop: bool = True              # stop scoring a candidate once its batches decide it
+    accumulator: bool = False            # also choose accum_bits per layer (quantize/accumulator.py)
+    accumulator_overflow: str = "saturate"  # saturate | wrap: what those accumulators do at overflow
 
 
 @dataclass
@@ -162,6 +164,10 @@ def check_settings(trimming_mode: str, settings: QuantizeSettings) -> None:
         raise RistrettoError("--bias-bits is dynamic fixed point; it does not combine with minifloat")
     if s.fold_layers and not s.fold:
         raise RistrettoError("--fold-layer needs --fold")
+    if s.accumulator and trimming_mode == MINIFLOAT:
+        raise RistrettoError("--accumulator simulates integer accumulators; it does not combine with minifloat")
+    if str(s.accumulator_overflow).lower() not in ("saturate", "wrap"):
+        raise RistrettoError(f"--accumulator-overflow must be saturate or wrap, got '{s.accumulator_overflow}'")
 
 
 def parse_widths(text: str | None) -> list[int] | None:
@@ -205,7 +211,8 @@ def planned_steps(trimming_mode: str, settings: QuantizeSettings) -> int:
     candidates = {DYNAMIC_FIXED_POINT: 3 * (n_widths or len(DFP_WIDTHS)) + 1,
                   MINIFLOAT: n_widths or len(choose.minifloat_widths(observing.MIN_EXP_BITS)),
                   POWER_OF_2: 1}[trimming_mode]
-    return iterations + int(settings.stats_batches) + candidates * iterations
+    accumulator = int(settings.stats_batches) if settings.accumulator else 0
+    return iterations + int(settings.stats_batches) + candidates * iterations + accumulator
 
 
 # ----------------------------------------------------------------------------- the steps
@@ -351,12 +358,34 @@ def stopping_rule(p: Plan, baseline: float):
     return choose.StoppingRule(baseline, s.error_margin, int(s.iterations))
 
 
-def write(p: Plan, o: Observation, result: SearchResult, exp_bits: int | None, t_start: float) -> QuantizeOutcome:
-    """Write the quantized prototxt (the float net with the chosen formats) and build the
-    report; ``t_start``: :func:`time.perf_counter` when the procedure began."""
+def choose_accumulators(p: Plan, o: Observation, result: SearchResult, steps: Steps) -> dict:
+    """``--accumulator``: {layer: accum_bits} of the chosen net, from its exact partial sums on
+    the TEST net over the statistics batches (:mod:`.accumulator`)."""
+    from .accumulator import choose_accumulators as choose_widths
+
+    net = o.runner.build(result.final)
+    try:
+        with one_blas_thread():
+            bits, _ = choose_widths(net, int(p.settings.stats_batches), p.settings.accumulator_overflow,
+                                    on_batch=lambda: steps.advance(1, "accumulators (TEST)"))
+    finally:
+        net.close()
+    return bits
+
+
+def write(p: Plan, o: Observation, result: SearchResult, exp_bits: int | None, t_start: float,
+          accumulators: dict | None = None) -> QuantizeOutcome:
+    """Write the quantized prototxt (the float net with the chosen formats; ``accumulators``:
+    {layer: accum_bits} to write too) and build the report; ``t_start``:
+    :func:`time.perf_counter` when the procedure began."""
     from ..caffe.prototxt import write_text
 
-    write_text(p.model_quantized, rewrite_net(p.param, result.final, o.lengths))
+    out = rewrite_net(p.param, result.final, o.lengths)
+    if accumulators:
+        from .accumulator import write_accumulator_bits
+
+        write_accumulator_bits(out, accumulators, p.settings.accumulator_overflow)
+    write_text(p.model_quantized, out)
     if p.folded_model is not None:
         from ..caffe.caffemodel import write_caffemodel
 
@@ -378,6 +407,9 @@ def write(p: Plan, o: Observation, result: SearchResult, exp_bits: int | None, t
         settings.update(ours)
         if s.calibration == "percentile":
             settings["percentile"] = float(s.percentile)
+    if s.accumulator:
+        settings["accumulator_overflow"] = str(s.accumulator_overflow).lower()
+        settings["accumulator_bits"] = dict(accumulators or {})
     if p.folded is not None:
         settings["folded_weights"] = folded_weights_path(p.model_quantized, s)
         settings["folds"] = [f.to_json() for f in p.folded.folds]
@@ -431,9 +463,10 @@ def quantize(model: str, weights: str | None, model_quantized: str, trimming_mod
         with Steps(on_progress, p.total_steps) as steps:
             observation = observe(p, steps)
             result, exp_bits = search(p, observation, steps)
+            accumulators = choose_accumulators(p, observation, result, steps) if settings.accumulator else None
     finally:
         p.float_net.close()
-    outcome = write(p, observation, result, exp_bits, t_start)
+    outcome = write(p, observation, result, exp_bits, t_start, accumulators)
     if report:
         write_json(report, outcome.report)
     return outcome
