@@ -14,6 +14,11 @@ only changes the layers it rewrites, so:
 When the kept blobs would exceed ``cache_bytes``, candidates fall back to the
 original's way: a fresh net that reads its data layers from the first record.
 
+A candidate can also start from a :class:`Reference`: a candidate scored before whose
+blobs were kept in front of some layers (the per-layer search keeps its current
+configuration so). A candidate that agrees with it on every layer before one of those
+starts there, on the reference's blobs.
+
 Scores follow the original's arithmetic: element 0 of the score blob per batch,
 summed in float32 and divided by the number of batches in float32.
 """
@@ -61,6 +66,26 @@ class Evaluation:
     seconds: float = 0.0
 
 
+@dataclass
+class Reference:
+    """A scored candidate and, per batch, its blobs alive in front of some layers
+    (float-net layer index -> one dict per batch); made by :meth:`CandidateRunner.evaluate`
+    with ``keep``."""
+
+    candidate: Candidate
+    layers: list[tuple[str, bytes]]           # its TEST net's layers (name, serialized), in order
+    snapshots: dict[int, list[dict]]
+
+    def first_difference(self, tparam) -> str | None:
+        """Name of the first layer of ``tparam`` (a TEST NetParameter) that differs from
+        this reference's (None: the same layers)."""
+        mine = self.layers
+        for i, lp in enumerate(tparam.layer):
+            if i >= len(mine) or mine[i] != (lp.name, lp.SerializeToString(deterministic=True)):
+                return lp.name
+        return None if len(tparam.layer) == len(mine) else "<end>"
+
+
 def mean_score(values) -> float:
     """Sum in float32 in batch order, then divide by the count in float32 (the original)."""
     total = np.float32(0.0)
@@ -104,7 +129,9 @@ class CandidateRunner:
         self._memo: dict[bytes, Evaluation] = {}
         self._snapshots: dict[int, list[dict]] = {}
         self._feeds: list[dict] = []
+        self.last_reference: Reference | None = None
         self.cached = False
+        self.cache_used = 0       # bytes the float net's kept blobs take
         self.baseline: float | None = None
         n = len(float_net.layers)
         self._index = {name: i for i, name in enumerate(float_net.layer_names)}
@@ -153,6 +180,7 @@ class CandidateRunner:
         starts = sorted({k for k in (self.start_index([s]) for s in start_layers)
                          if k is not None and 0 < k < self.end})
         self.cached = bool(starts) and self._batch_bytes(starts) * self.iterations <= self.cache_bytes
+        self.cache_used = self._batch_bytes(starts) * self.iterations if self.cached else 0
         snap_after = {k - 1: k for k in starts} if self.cached else {}
         first = min(starts) if starts else None
         self._snapshots = {k: [] for k in snap_after.values()}
@@ -282,8 +310,14 @@ class CandidateRunner:
         net.share_weights_from(self.float_net)
         return net
 
-    def evaluate(self, candidate: Candidate) -> float:
-        """Score ``candidate`` on the batches (memoized on the TEST net it describes)."""
+    def evaluate(self, candidate: Candidate, reference: Reference | None = None,
+                 keep: list[str] | None = None) -> float:
+        """Score ``candidate`` on the batches (memoized on the TEST net it describes).
+
+        ``reference``: start where the candidate first differs from it, when that is
+        later than its first rewritten layer. ``keep``: layer names; the run keeps the
+        blobs in front of them and ``self.last_reference`` becomes this candidate's
+        :class:`Reference` (None when the run could not keep them)."""
         if self.baseline is None:
             raise RuntimeError("run_baseline first")
         t0 = time.perf_counter()
@@ -291,39 +325,64 @@ class CandidateRunner:
         self.counters.candidates += 1
         self.counters.original_layer_forwards += n * self.iterations
         label = candidate.label()
-        key = self._test_param(rewrite_net(self.param, candidate, self.lengths)).SerializeToString(
-            deterministic=True)
+        tparam = self._test_param(rewrite_net(self.param, candidate, self.lengths))
+        key = tparam.SerializeToString(deterministic=True)
         prev = self._memo.get(key)
         k = self.start_index(changed_layers(self.param, candidate))
         if prev is None and (k is None or k >= self.end):
             prev = self.baseline_evaluation  # nothing that reaches the score differs from the float net
-        if prev is not None:
+        self.last_reference = None
+        if prev is not None and not (keep and k is not None and k < self.end):
             self.counters.reused += 1
             for _ in range(self.iterations):
                 self.on_batch(label + " (same net as scored before)")
             ev = Evaluation(candidate, prev.score, None, 0, list(prev.batches), time.perf_counter() - t0)
         else:
-            if self.cached and k in self._snapshots:
-                values, forwards = self._run_cached(candidate, k, label)
+            snaps = self._snapshots.get(k) if self.cached else None
+            kept = dict(self._snapshots) if snaps is not None else {}
+            if reference is not None and self.cached:
+                kr = self._index.get(reference.first_difference(tparam))
+                if kr is not None and k is not None and kr > k and kr in reference.snapshots:
+                    k, snaps, kept = kr, reference.snapshots[kr], dict(reference.snapshots)
+            if snaps is not None:
+                points = [self._index[name] for name in keep or () if self._index.get(name, -1) > k]
+                values, forwards, captured = self._run_cached(candidate, k, label, snaps, points)
                 start_name = self.float_net.layer_names[k]
+                if keep:
+                    kept = {i: v for i, v in kept.items() if i <= k}
+                    kept.update(captured)
+                    self.last_reference = Reference(candidate, _layer_keys(tparam), kept)
             else:
                 values, forwards = self._run_reread(candidate, label)
                 start_name = self.float_net.layer_names[0]
             self.counters.layer_forwards += forwards
             ev = Evaluation(candidate, mean_score(values), start_name, forwards, [float(v) for v in values],
                             time.perf_counter() - t0)
-            self._memo[key] = ev
+            self._memo.setdefault(key, ev)
         self.evaluations.append(ev)
         return ev.score
 
-    def _run_cached(self, candidate: Candidate, k: int, label: str):
-        """Every batch from layer k on, on ``self.workers`` nets in parallel threads."""
+    def reference_bytes(self, names: list[str]) -> int:
+        """Memory a :class:`Reference` kept in front of ``names`` takes (all batches)."""
+        idx = [self._index[n] for n in names if n in self._index]
+        shapes = self.float_net.blob_shapes
+        return self.iterations * sum(int(np.prod(shapes[b])) * 4 for k in idx for b in set(self.live_blobs(k)))
+
+    def _run_cached(self, candidate: Candidate, k: int, label: str, snapshots: list | None = None,
+                    keep: list[int] = ()):
+        """Every batch from layer k on (from ``snapshots``, default the float net's), on
+        ``self.workers`` nets in parallel threads; with the blobs in front of the layers
+        ``keep`` copied (returned as the third value: index -> one dict per batch)."""
+        snapshots = self._snapshots[k] if snapshots is None else snapshots
         workers = max(1, min(self.workers, self.iterations))
         nets = [self.build(candidate, fed_inputs=True) for _ in range(workers)]
         _trim_weights_once(nets)
         end = max(self.end, k)
         run = sum(1 for i in range(k, end) if nets[0].bottom_names[i])  # data layers are fed
         values: list = [None] * self.iterations
+        after = {i - 1: i for i in keep if k < i < end}   # copy once layer i - 1 has run
+        live = {i: self.live_blobs(i) for i in after.values()}
+        captured = {i: [None] * self.iterations for i in after.values()}
         stop = threading.Event()
 
         def work(w: int) -> None:
@@ -332,15 +391,20 @@ class CandidateRunner:
                 if stop.is_set():
                     return
                 # Fresh copies every time: the candidate trims some of them in place.
-                net.blobs = _copy_blobs(self._snapshots[k][b], None, self.xp)
+                net.blobs = _copy_blobs(snapshots[b], None, self.xp)
                 feeds = {}
                 for i, tops in self._feeds[b].items():
                     if i >= k:
                         feeds.update(_copy_blobs(tops, None, self.xp))
-                net.forward(feeds, start=k, end=end, keep_for_backward=False)
+
+                def on_layer(i, layer, names, tops, b=b, net=net):
+                    if i in after:
+                        captured[after[i]][b] = _copy_blobs(net.blobs, live[after[i]], self.xp)
+
+                net.forward(feeds, start=k, end=end, keep_for_backward=False,
+                            on_layer=on_layer if after else None)
                 values[b] = first_element(self._blob(net), self.backend)
                 self.on_batch(label)
-
         if workers == 1:
             with one_blas_thread():
                 work(0)
@@ -353,7 +417,7 @@ class CandidateRunner:
                 except BaseException:  # an error or Ctrl-C: let the other threads stop soon
                     stop.set()
                     raise
-        return values, run * self.iterations
+        return values, run * self.iterations, captured
 
     def _run_reread(self, candidate: Candidate, label: str):
         """The original's way: a fresh net reads its data layers from the first record."""
@@ -382,6 +446,10 @@ def default_workers(backend) -> int:
     if not is_numpy(backend.xp):
         return 1
     return max(1, min(os.cpu_count() or 1, 4))
+
+
+def _layer_keys(tparam) -> list[tuple[str, bytes]]:
+    return [(lp.name, lp.SerializeToString(deterministic=True)) for lp in tparam.layer]
 
 
 def _inputs_instead_of_data(tparam, shapes: dict):
