@@ -8,6 +8,7 @@ the chosen widths per layer. A last line per net gives the per-layer / global ra
 
     python -m benchmarks.per_layer [--nets lenet cifar10_full] [--objective bitops]
                                    [--lenet-iterations 100] [--cifar-iterations 20] [--workdir W]
+                                   [--flags="--activation-range signed"]
 """
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ from .common import emit
 from .lenet import make_lenet_workdir
 
 
-def run(net: str, model: Path, weights: Path, iterations: int, search: str, objective: str, wd: Path) -> dict:
-    q, report = wd / f"{net}_{search}.prototxt", wd / f"{net}_{search}.report.json"
-    extra = ["--search", search] + (["--objective", objective] if search == "per-layer" else [])
+def run(net: str, model: Path, weights: Path, iterations: int, search: str, objective: str, wd: Path,
+        flags: list[str] = (), tag: str = "") -> dict:
+    q, report = wd / f"{net}_{search}{tag}.prototxt", wd / f"{net}_{search}{tag}.report.json"
+    extra = ["--search", search] + (["--objective", objective] if search == "per-layer" else []) + list(flags)
     _, wall = ristretto(["quantize", "--model", model, "--weights", weights, "--model-quantized", q,
                          "--trimming-mode", "dynamic_fixed_point", "--iterations", iterations, "--quiet",
                          "--report", report, *extra], log=wd / f"{net}_{search}.log")
@@ -32,7 +34,7 @@ def run(net: str, model: Path, weights: Path, iterations: int, search: str, obje
     total = rep["cost"]["final"]["total"]
     widths = {l["name"]: [l["config"].get("bw_params"), l["config"].get("bw_layer_in")]
               for l in rep["cost"]["final"]["layers"] if l.get("config")}
-    out = {"bench": "per_layer", "net": net, "search": search, "iterations": iterations,
+    out = {"bench": "per_layer", "net": net, "search": search, "flags": list(flags), "iterations": iterations,
            "error_margin": rep["error_margin"], "baseline": rep["baseline"], "score": rep["final"]["score"],
            "weight_bits": total["weight_bits"], "bitops": total["bitops"], "energy_pj": round(total["energy_pj"]),
            "wall_s": round(wall, 1), "search_wall_s": round(rep["wall_s"], 1), "widths_w_a": widths,
@@ -66,6 +68,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lenet-iterations", type=int, default=100, help="batches of 100 MNIST test images")
     ap.add_argument("--cifar-iterations", type=int, default=20, help="batches of 100 CIFAR-10 test images")
     ap.add_argument("--workdir", type=Path, default=None, help="keep (and reuse) the LMDBs here")
+    ap.add_argument("--flags", default="", help="more quantize flags for both searches, e.g. '--activation-range signed'")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         wd = args.workdir or Path(tmp)
@@ -73,11 +76,15 @@ def main(argv=None) -> int:
         try:
             for net, model, weights in nets(wd, args.nets):
                 iterations = args.lenet_iterations if net == "lenet" else args.cifar_iterations
-                rows = {s: run(net, model, weights, iterations, s, args.objective, wd) for s in ("global", "per-layer")}
+                flags = args.flags.split()
+                tag = "".join(f.strip("-").replace("-", "_") + "_" for f in flags).rstrip("_")
+                tag = f"_{args.objective}_{tag}" if tag else f"_{args.objective}"
+                rows = {s: run(net, model, weights, iterations, s, args.objective, wd, flags, tag)
+                        for s in ("global", "per-layer")}
                 for r in rows.values():
                     emit(r)
                 g, p = rows["global"], rows["per-layer"]
-                emit({"bench": "per_layer_ratio", "net": net, "objective": args.objective,
+                emit({"bench": "per_layer_ratio", "net": net, "objective": args.objective, "flags": flags,
                       **{k: round(p[k] / g[k], 3) for k in ("weight_bits", "bitops", "energy_pj", "wall_s")},
                       "score_change": round(p["score"] - g["score"], 4)})
         except Skip as exc:

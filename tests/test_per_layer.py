@@ -266,10 +266,13 @@ def test_cli_per_layer_shows_its_table(tiny, capsys):
     model, weights, d = tiny
     code = _cli_ok(["quantize", f"--model={model}", f"--weights={weights}", f"--model_quantized={d / 'cli.prototxt'}",
                     "--trimming_mode=dynamic_fixed_point", f"--iterations={TINY_BATCHES}", "--search=per-layer",
-                    "--objective=weight-bits", "--activation-range=signed", "--per-layer-widths=16,8,6,4"])
+                    "--objective=weight-bits", "--activation-range=signed", "--per-layer-widths=16,8,6,4",
+                    f"--report-html={d / 'cli.html'}"])
     out = capsys.readouterr().out
     assert code == 0 and "Per-layer search (objective weight-bits; widths 16, 8, 6, 4)" in out
     assert "score of the global configuration" in out
+    page = (d / "cli.html").read_text()
+    assert '<section id="per_layer">' in page and "weights alone" in page
 
 
 def test_per_layer_module_knows_no_nets():
