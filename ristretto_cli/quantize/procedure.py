@@ -324,8 +324,16 @@ def search(p: Plan, o: Observation, steps: Steps) -> tuple[SearchResult, int | N
     def skipped(n):
         steps.advance(n * iterations, "")
 
+    keep = None
+    if s.search == "per-layer" and p.trimming_mode == DYNAMIC_FIXED_POINT:
+        keep = [l.name for l in per_layer_specs(p, o, dfp())]
+        keep = keep if _reference_fits(o, s, keep) else None
+
     def evaluate(candidate):
-        return o.runner.evaluate(extend(candidate, s))
+        # --search per-layer starts from the combination (the last candidate, the only one with
+        # all three categories set): its run keeps its blobs for the per-layer steps
+        combined = None not in (candidate.conv_params, candidate.fc_params, candidate.activations)
+        return o.runner.evaluate(extend(candidate, s), keep=keep if combined else None)
 
     if p.trimming_mode == DYNAMIC_FIXED_POINT:
         result, exp_bits = choose.search_dynamic_fixed_point(evaluate, o.baseline, s.error_margin,
@@ -364,6 +372,12 @@ def per_layer_specs(p: Plan, o: Observation, final) -> list[per_layer.LayerSpec]
     return specs
 
 
+def _reference_fits(o: Observation, s: QuantizeSettings, names: list[str]) -> bool:
+    """Can the per-layer search keep two configurations' blobs in front of ``names`` (its base
+    and the candidate being scored) beside the float net's, within --cache-mb?"""
+    return o.runner.cached and 2 * o.runner.reference_bytes(names) <= s.cache_bytes - o.runner.cache_used
+
+
 def per_layer_ladder(settings: QuantizeSettings) -> list[int]:
     """--per-layer-widths as given, else the search's widths with their midpoints."""
     if settings.per_layer_widths:
@@ -376,7 +390,9 @@ def refine(p: Plan, o: Observation, steps: Steps, result: SearchResult) -> per_l
 
     Scoring reuses what candidates share: the configuration the search stands on (the
     global result, then each accepted step) keeps its blobs in front of every searched
-    layer, so a candidate that changes one layer starts there (when the memory allows)."""
+    layer, so a candidate that changes one layer starts there (when the memory allows).
+    An accepted step that was scored as a sensitivity (without keeping blobs) is not run
+    again: the old blobs stay, and candidates start where they first differ from them."""
     s = p.settings
     runner = o.runner
     specs = per_layer_specs(p, o, result.final)
@@ -384,8 +400,9 @@ def refine(p: Plan, o: Observation, steps: Steps, result: SearchResult) -> per_l
     widths = per_layer_ladder(s)
     below = sum(len([w for w in widths if w < x]) for l in specs for x in (l.params, l.activations))
     steps.total = steps.done + int(s.iterations) * (2 * below + 2 * len(specs) + 1)  # an upper bound
-    use_reference = runner.cached and 2 * runner.reference_bytes(names) <= s.cache_bytes - runner.cache_used
-    state: dict = {"reference": None, "last": None}
+    use_reference = _reference_fits(o, s, names)
+    # the global search's combination kept its blobs (search()): the start, when it is that net
+    state: dict = {"reference": None, "last": (None, runner.last_reference)}
 
     def evaluate(candidate):
         state["last"] = None
@@ -398,12 +415,11 @@ def refine(p: Plan, o: Observation, steps: Steps, result: SearchResult) -> per_l
         if not use_reference:
             return
         last = state["last"]
-        if last is not None and last[0] == candidate and last[1] is not None:
+        if last is not None and last[1] is not None and \
+                (last[0] == candidate or last[1].first_difference(runner.test_param(extend(candidate, s))) is None):
             state["reference"] = last[1]
-        else:  # scored without keeping its blobs (the global result; a step known from the
-            # sensitivities): run it once more, keeping them, from where it leaves the old base
-            runner.evaluate(extend(candidate, s), reference=state["reference"], keep=names)
-            state["reference"] = runner.last_reference
+        # else (a step known from the sensitivities, scored without keeping its blobs): keep the
+        # old base's; a candidate starts where it first differs from them, which is still right
         state["last"] = None
 
     costs = objective_costs(p.float_net, p.param, o.lengths, s.objective)

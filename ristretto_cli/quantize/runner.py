@@ -297,6 +297,10 @@ class CandidateRunner:
         st = self.param.state
         return filter_net(cparam, TEST, st.level, tuple(st.stage))
 
+    def test_param(self, candidate: Candidate):
+        """The TEST-phase NetParameter ``candidate`` describes."""
+        return self._test_param(rewrite_net(self.param, candidate, self.lengths))
+
     def build(self, candidate: Candidate, fed_inputs: bool = False) -> Net:
         """The candidate's TEST net, sharing the float net's weight arrays.
 
@@ -325,7 +329,7 @@ class CandidateRunner:
         self.counters.candidates += 1
         self.counters.original_layer_forwards += n * self.iterations
         label = candidate.label()
-        tparam = self._test_param(rewrite_net(self.param, candidate, self.lengths))
+        tparam = self.test_param(candidate)
         key = tparam.SerializeToString(deterministic=True)
         prev = self._memo.get(key)
         k = self.start_index(changed_layers(self.param, candidate))
