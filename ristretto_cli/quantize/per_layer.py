@@ -10,18 +10,19 @@ The algorithm, from the global (three-sweep) result ``G``:
    = ``bw_layer_out``), both starting at ``G``'s. A *step* lowers one of them to the
    next smaller width of the ladder (:func:`ladder`: the search's widths with the
    midpoint between each two neighbours, 16, 12, 8, 6, 4, 3, 2, 1 by default).
-2. **Sensitivities** (measured once). For every layer and part (weights, activations),
-   lower that part of that layer alone from ``G``, step after step, scoring each width,
-   until a width falls outside the margin (that one is scored; nothing below it). The
-   lowest passing width is the part's *floor*.
-3. **Greedy.** Repeat: list the steps from the current configuration that stay on or
-   above their part's floor (a step whose width already failed alone is never tried
-   in combination) and have not failed in combination before. Order them: steps that
-   lower the objective first, then the most costly layer first (its objective in the
-   current configuration), then the larger saving, then the better score alone, then
-   file order. Score them in that order; the first one within the margin is taken and
-   the list is made again; a step that fails is dropped for good (the other layers
-   only get narrower, so it would fail again). Stop when no step fits.
+2. **Sensitivities** (each measured once). A layer's part at a width *alone*: that part of
+   that layer lowered from ``G``, nothing else. The first step of every layer and part is
+   scored alone before the greedy starts; a lower width is scored alone the first time the
+   greedy wants to step to it (so no more are scored than a descent of each part until its
+   first failure, and often fewer).
+3. **Greedy.** Repeat: list the steps from the current configuration whose layer and part
+   have not failed before. Order them: steps that lower the objective first, then the most
+   costly layer first (its objective in the current configuration), then the larger
+   saving, then the better score alone, then file order. Take them in that order: a step
+   whose width fails alone is dropped for good without being tried in combination; else
+   the current configuration with the step is scored, and the first one within the margin
+   is taken and the list is made again; a step that fails is dropped for good (the other
+   layers only get narrower, so it would fail again). Stop when no step fits.
 
 No configuration is scored twice (the sensitivity of a single step from ``G`` is
 also the greedy's first score of it).
@@ -93,9 +94,9 @@ class PerLayerResult:
     final_score: float
     widths: list[int]                      # the ladder
     objective: str
-    #: layer -> part -> [(width, score, passed)] in the order scored
+    #: layer -> part -> [(width, score, passed)] of the widths scored alone, largest first
     sensitivities: dict = field(default_factory=dict)
-    floors: dict = field(default_factory=dict)       # layer -> part -> lowest width that passed alone
+    floors: dict = field(default_factory=dict)       # layer -> part -> lowest width that passed alone (or G's)
     steps: list[Step] = field(default_factory=list)   # every scored configuration, in order
     accepted: list[Step] = field(default_factory=list)  # the greedy's steps taken, in order
     chosen: dict = field(default_factory=dict)       # layer -> {"params": w, "activations": w}
@@ -135,30 +136,37 @@ def search_per_layer(evaluate: Callable[[Candidate], float], layer_costs: LayerC
         new[name][PARTS.index(part)] = width
         return with_widths(start, new, order)
 
-    # 2. sensitivities: each layer and part alone from G, down the ladder until a width fails
+    def sensitivity(name: str, part: str, w: int) -> bool:
+        """Score ``name``'s ``part`` at width ``w`` alone from G (once); does it pass?"""
+        if w not in res.sensitivities[name][part]:
+            cand = moved(base, name, part, w)
+            s = score(cand)
+            ok = within_margin(s, baseline, error_margin)
+            res.sensitivities[name][part][w] = (s, ok)
+            res.steps.append(Step("sensitivity", name, part, w, cand, s, ok))
+        return res.sensitivities[name][part][w][1]
+
+    # 2. sensitivities: the first step of each layer and part alone from G (the rest when needed)
     on_base(start_cfg)
     for name in order:
-        res.sensitivities[name], res.floors[name] = {}, {}
+        res.sensitivities[name] = {part: {} for part in PARTS}
         for p, part in enumerate(PARTS):
-            rows, floor, w = [], base[name][p], base[name][p]
-            while (w := lower(w, widths)) is not None:
-                cand = moved(base, name, part, w)
-                s = score(cand)
-                ok = within_margin(s, baseline, error_margin)
-                rows.append((w, s, ok))
-                res.steps.append(Step("sensitivity", name, part, w, cand, s, ok))
-                if not ok:
-                    break
-                floor = w
-            res.sensitivities[name][part] = rows
-            res.floors[name][part] = floor
+            w = lower(base[name][p], widths)
+            if w is not None:
+                sensitivity(name, part, w)
 
     # 3. greedy: one step at a time, most costly layer first, while a step fits
     cfg = {k: list(v) for k, v in base.items()}
     current, current_score = start_cfg, float(start_score)
     failed: set[tuple[str, str]] = set()
-    alone = {(n, part, w): s for n in order for part in PARTS for w, s, _ in res.sensitivities[n][part]}
     index = {n: i for i, n in enumerate(order)}
+
+    def alone(name: str, part: str, w: int) -> float:
+        """The score alone at ``w``, else at the nearest width above it measured (for the order)."""
+        rows = res.sensitivities[name][part]
+        above = [x for x in rows if x >= w]
+        return rows[min(above)][0] if above else 0.0
+
     while True:
         costs = layer_costs(current)
         total = sum(costs.values())
@@ -166,14 +174,17 @@ def search_per_layer(evaluate: Callable[[Candidate], float], layer_costs: LayerC
         for name in order:
             for p, part in enumerate(PARTS):
                 w = lower(cfg[name][p], widths)
-                if (name, part) in failed or w is None or w < res.floors[name][part]:
+                if (name, part) in failed or w is None:
                     continue
                 cand = moved(cfg, name, part, w)
                 saving = total - sum(layer_costs(cand).values())
-                key = (saving <= 0, -costs.get(name, 0), -saving, -alone.get((name, part, w), 0.0), index[name], p)
+                key = (saving <= 0, -costs.get(name, 0), -saving, -alone(name, part, w), index[name], p)
                 options.append((key, name, part, w, cand))
         options.sort(key=lambda o: o[0])
         for _, name, part, w, cand in options:
+            if not sensitivity(name, part, w):   # fails alone: never tried in combination
+                failed.add((name, part))
+                continue
             known = cand in scores
             s = score(cand)
             ok = within_margin(s, baseline, error_margin)
@@ -191,4 +202,10 @@ def search_per_layer(evaluate: Callable[[Candidate], float], layer_costs: LayerC
             break
     res.final, res.final_score = current, current_score
     res.chosen = {n: {PARAMS: cfg[n][0], ACTIVATIONS: cfg[n][1]} for n in order}
+    for name in order:  # widths scored alone, in ladder order, and the lowest that passed
+        rows = res.sensitivities[name]
+        res.sensitivities[name] = {part: [(w, *rows[part][w]) for w in sorted(rows[part], reverse=True)]
+                                   for part in PARTS}
+        res.floors[name] = {part: min([w for w, _, ok in res.sensitivities[name][part] if ok]
+                                      + [base[name][p]]) for p, part in enumerate(PARTS)}
     return res

@@ -327,7 +327,7 @@ def search(p: Plan, o: Observation, steps: Steps) -> tuple[SearchResult, int | N
     keep = None
     if s.search == "per-layer" and p.trimming_mode == DYNAMIC_FIXED_POINT:
         keep = [l.name for l in per_layer_specs(p, o, dfp())]
-        keep = keep if _reference_fits(o, s, keep) else None
+        keep = keep if _reference_fits(o, s, keep, 3) else None
 
     def evaluate(candidate):
         # --search per-layer starts from the combination (the last candidate, the only one with
@@ -372,10 +372,10 @@ def per_layer_specs(p: Plan, o: Observation, final) -> list[per_layer.LayerSpec]
     return specs
 
 
-def _reference_fits(o: Observation, s: QuantizeSettings, names: list[str]) -> bool:
-    """Can the per-layer search keep two configurations' blobs in front of ``names`` (its base
-    and the candidate being scored) beside the float net's, within --cache-mb?"""
-    return o.runner.cached and 2 * o.runner.reference_bytes(names) <= s.cache_bytes - o.runner.cache_used
+def _reference_fits(o: Observation, s: QuantizeSettings, names: list[str], sets: int = 2) -> bool:
+    """Can the per-layer search keep ``sets`` configurations' blobs in front of ``names`` (the
+    start, its base, the candidate being scored) beside the float net's, within --cache-mb?"""
+    return o.runner.cached and sets * o.runner.reference_bytes(names) <= s.cache_bytes - o.runner.cache_used
 
 
 def per_layer_ladder(settings: QuantizeSettings) -> list[int]:
@@ -400,14 +400,15 @@ def refine(p: Plan, o: Observation, steps: Steps, result: SearchResult) -> per_l
     widths = per_layer_ladder(s)
     below = sum(len([w for w in widths if w < x]) for l in specs for x in (l.params, l.activations))
     steps.total = steps.done + int(s.iterations) * (2 * below + 2 * len(specs) + 1)  # an upper bound
-    use_reference = _reference_fits(o, s, names)
-    # the global search's combination kept its blobs (search()): the start, when it is that net
-    state: dict = {"reference": None, "last": (None, runner.last_reference)}
+    use_reference = _reference_fits(o, s, names, 3)
+    # the global search's combination kept its blobs (search()): the start, when it is that net;
+    # its blobs stay for the widths scored alone from it during the greedy
+    state: dict = {"reference": None, "start": None, "last": (None, runner.last_reference)}
 
     def evaluate(candidate):
         state["last"] = None
-        score = runner.evaluate(extend(candidate, s), reference=state["reference"],
-                                keep=names if use_reference else None)
+        refs = [r for r in (state["reference"], state["start"]) if r is not None]
+        score = runner.evaluate(extend(candidate, s), reference=refs, keep=names if use_reference else None)
         state["last"] = (candidate, runner.last_reference)
         return score
 
@@ -418,6 +419,7 @@ def refine(p: Plan, o: Observation, steps: Steps, result: SearchResult) -> per_l
         if last is not None and last[1] is not None and \
                 (last[0] == candidate or last[1].first_difference(runner.test_param(extend(candidate, s))) is None):
             state["reference"] = last[1]
+            state["start"] = last[1] if state["start"] is None else state["start"]
         # else (a step known from the sensitivities, scored without keeping its blobs): keep the
         # old base's; a candidate starts where it first differs from them, which is still right
         state["last"] = None

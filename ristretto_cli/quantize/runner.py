@@ -314,12 +314,12 @@ class CandidateRunner:
         net.share_weights_from(self.float_net)
         return net
 
-    def evaluate(self, candidate: Candidate, reference: Reference | None = None,
+    def evaluate(self, candidate: Candidate, reference: Reference | list[Reference] | None = None,
                  keep: list[str] | None = None) -> float:
         """Score ``candidate`` on the batches (memoized on the TEST net it describes).
 
-        ``reference``: start where the candidate first differs from it, when that is
-        later than its first rewritten layer. ``keep``: layer names; the run keeps the
+        ``reference`` (one or several): start where the candidate first differs from it, when
+        that is later than its first rewritten layer (of several, the latest such start). ``keep``: layer names; the run keeps the
         blobs in front of them and ``self.last_reference`` becomes this candidate's
         :class:`Reference` (None when the run could not keep them)."""
         if self.baseline is None:
@@ -344,10 +344,11 @@ class CandidateRunner:
         else:
             snaps = self._snapshots.get(k) if self.cached else None
             kept = dict(self._snapshots) if snaps is not None else {}
-            if reference is not None and self.cached:
-                kr = self._index.get(reference.first_difference(tparam))
-                if kr is not None and k is not None and kr > k and kr in reference.snapshots:
-                    k, snaps, kept = kr, reference.snapshots[kr], dict(reference.snapshots)
+            refs = () if reference is None else (reference,) if isinstance(reference, Reference) else reference
+            for ref in refs if self.cached else ():   # the one that lets the run start latest
+                kr = self._index.get(ref.first_difference(tparam))
+                if kr is not None and k is not None and kr > k and kr in ref.snapshots:
+                    k, snaps, kept = kr, ref.snapshots[kr], dict(ref.snapshots)
             if snaps is not None:
                 points = [self._index[name] for name in keep or () if self._index.get(name, -1) > k]
                 values, forwards, captured = self._run_cached(candidate, k, label, snaps, points)
