@@ -3,8 +3,10 @@
 Each run is `ristretto quantize --trimming-mode dynamic_fixed_point` in a subprocess at the
 original's margin (2 %), `--search global` and `--search per-layer` one after the other on
 the same data; one JSON line per run: the score, the cost of the written configuration
-(weight bits, bitops, energy), the wall time of the whole command and of each phase, and
-the chosen widths per layer. A last line per net gives the per-layer / global ratios.
+(weight bits, bitops, energy), the wall and CPU time of the whole command, the wall time of
+each phase, layer forwards, and the chosen widths per layer. A last line per net gives the
+per-layer / global ratios. On a machine other jobs share, the CPU time and the layer
+forwards are the steadier measures of the work.
 
     python -m benchmarks.per_layer [--nets lenet cifar10_full] [--objective bitops]
                                    [--lenet-iterations 100] [--cifar-iterations 20] [--workdir W]
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -27,9 +30,12 @@ def run(net: str, model: Path, weights: Path, iterations: int, search: str, obje
         flags: list[str] = (), tag: str = "") -> dict:
     q, report = wd / f"{net}_{search}{tag}.prototxt", wd / f"{net}_{search}{tag}.report.json"
     extra = ["--search", search] + (["--objective", objective] if search == "per-layer" else []) + list(flags)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     _, wall = ristretto(["quantize", "--model", model, "--weights", weights, "--model-quantized", q,
                          "--trimming-mode", "dynamic_fixed_point", "--iterations", iterations, "--quiet",
                          "--report", report, *extra], log=wd / f"{net}_{search}.log")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     rep = json.loads(report.read_text())
     total = rep["cost"]["final"]["total"]
     widths = {l["name"]: [l["config"].get("bw_params"), l["config"].get("bw_layer_in")]
@@ -37,7 +43,8 @@ def run(net: str, model: Path, weights: Path, iterations: int, search: str, obje
     out = {"bench": "per_layer", "net": net, "search": search, "flags": list(flags), "iterations": iterations,
            "error_margin": rep["error_margin"], "baseline": rep["baseline"], "score": rep["final"]["score"],
            "weight_bits": total["weight_bits"], "bitops": total["bitops"], "energy_pj": round(total["energy_pj"]),
-           "wall_s": round(wall, 1), "search_wall_s": round(rep["wall_s"], 1), "widths_w_a": widths,
+           "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "search_wall_s": round(rep["wall_s"], 1),
+           "widths_w_a": widths,
            "candidates_scored": rep["candidates_scored"], "layer_forwards": rep["layer_forwards"]}
     if "per_layer" in rep:
         out["objective"] = objective
@@ -85,7 +92,8 @@ def main(argv=None) -> int:
                     emit(r)
                 g, p = rows["global"], rows["per-layer"]
                 emit({"bench": "per_layer_ratio", "net": net, "objective": args.objective, "flags": flags,
-                      **{k: round(p[k] / g[k], 3) for k in ("weight_bits", "bitops", "energy_pj", "wall_s")},
+                      **{k: round(p[k] / g[k], 3) for k in ("weight_bits", "bitops", "energy_pj", "wall_s", "cpu_s",
+                                                            "layer_forwards")},
                       "score_change": round(p["score"] - g["score"], 4)})
         except Skip as exc:
             emit({"bench": "per_layer", "skipped": str(exc)})
