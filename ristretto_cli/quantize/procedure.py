@@ -521,7 +521,10 @@ def quantize(model: str, weights: str | None, model_quantized: str, trimming_mod
     arguments set its fields too, with the command's option names: ``iterations`` (50),
     ``error_margin`` (2.0, percent), ``score_blob``, ``widths`` (a list, e.g. ``[8, 4]``),
     ``exp_min`` / ``exp_max`` / ``activation_bits`` (power-of-two mode), ``cache_bytes``
-    (the command's ``--cache-mb`` times 2^20), ``threads``, ``seed``, ``gpu``.
+    (the command's ``--cache-mb`` times 2^20), ``threads``, ``seed``, ``gpu``; ours:
+    ``search="per-layer"`` with ``objective`` ("bitops", "weight-bits", "energy") and
+    ``per_layer_widths`` narrows the result layer by layer (:mod:`.per_layer`; its result is
+    ``outcome.per_layer``, its report ``outcome.report["per_layer"]``).
     ``report``: a file to write the JSON report to (it is returned as
     ``outcome.report`` either way). ``backend``: the backend to run on (else one for
     ``gpu`` / ``seed``). ``on_progress(done, total, info)``: called as batches are
