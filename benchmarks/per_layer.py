@@ -75,7 +75,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lenet-iterations", type=int, default=100, help="batches of 100 MNIST test images")
     ap.add_argument("--cifar-iterations", type=int, default=20, help="batches of 100 CIFAR-10 test images")
     ap.add_argument("--workdir", type=Path, default=None, help="keep (and reuse) the LMDBs here")
-    ap.add_argument("--flags", default="", help="more quantize flags for both searches, e.g. '--activation-range signed'")
+    ap.add_argument("--flags", default="",
+                    help="more quantize flags for both searches, e.g. '--activation-range signed'")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         wd = args.workdir or Path(tmp)

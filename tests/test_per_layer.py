@@ -10,7 +10,8 @@ from ristretto_cli.quantize import choose, per_layer
 from ristretto_cli.quantize.observe import IntegerLengths
 from ristretto_cli.quantize.per_layer import ACTIVATIONS, PARAMS, LayerSpec, ladder, lower, search_per_layer
 from ristretto_cli.quantize.rewrite import Candidate, changed_layers, dfp, rewrite_net
-from tests.test_quantize import LENGTHS, TINY_BATCHES, _cli, _independent_score, _lenet_like, _qp_fields, tiny  # noqa: F401
+from tests.test_quantize import (LENGTHS, TINY_BATCHES, _cli, _independent_score, _lenet_like, _qp_fields,  # noqa: F401
+                                 tiny)
 
 # --------------------------------------------------------------------------- per-layer candidates
 
@@ -149,7 +150,7 @@ def test_on_base_hears_the_start_then_each_accepted_step():
 
 
 def test_weight_bits_objective_tries_activation_steps_last():
-    costs = lambda c: {name: {"conv1": 100, "conv2": 1000, "ip1": 10}[name] * p for name, p, a in c.layers}  # noqa: E731
+    costs = lambda c: {name: MACS[name] * p for name, p, a in c.layers}  # noqa: E731
     scorer = Scorer({"conv1": (1, 1), "conv2": (1, 1), "ip1": (1, 1)})   # everything free
     res = search_per_layer(scorer, costs, dfp(8, 8, 8), 1.0, LAYERS, 1.0, 2.0, [8, 6], "weight-bits")
     greedy = [s for s in res.accepted]
@@ -189,8 +190,8 @@ def test_tiny_per_layer_beats_global_within_the_margin(tiny, cache):
     assert rep["search"] == "per-layer" and rep["objective"] == "bitops"
     final = Candidate(**rep["final"]["config"])
     assert final.layers and final == p.result.final
-    lengths = {l["name"]: IntegerLengths(l["il_in"], l["il_out"], l["il_params"], unsigned_in=l.get("unsigned_in", False),
-                                         unsigned_out=l.get("unsigned_out", False)) for l in rep["layers"]}
+    lengths = {l["name"]: IntegerLengths(l["il_in"], l["il_out"], l["il_params"], l.get("unsigned_in", False),
+                                         l.get("unsigned_out", False)) for l in rep["layers"]}
     from ristretto_cli.quantize.runner import mean_score
 
     assert mean_score(_independent_score(model, weights, final, lengths, TINY_BATCHES)) == rep["final"]["score"]

@@ -391,8 +391,9 @@ def refine(p: Plan, o: Observation, steps: Steps, result: SearchResult) -> per_l
     Scoring reuses what candidates share: the configuration the search stands on (the
     global result, then each accepted step) keeps its blobs in front of every searched
     layer, so a candidate that changes one layer starts there (when the memory allows);
-    the global result's blobs stay too, for the widths scored alone from it. An accepted step that was scored as a sensitivity (without keeping blobs) is not run
-    again: the old blobs stay, and candidates start where they first differ from them."""
+    the global result's blobs stay too, for the widths scored alone from it. An accepted
+    step that was scored as a sensitivity (without keeping blobs) is not run again: the
+    old blobs stay, and candidates start where they first differ from them."""
     s = p.settings
     runner = o.runner
     specs = per_layer_specs(p, o, result.final)

@@ -319,9 +319,10 @@ class CandidateRunner:
         """Score ``candidate`` on the batches (memoized on the TEST net it describes).
 
         ``reference`` (one or several): start where the candidate first differs from it, when
-        that is later than its first rewritten layer (of several, the latest such start). ``keep``: layer names; the run keeps the
-        blobs in front of them and ``self.last_reference`` becomes this candidate's
-        :class:`Reference` (None when the run could not keep them)."""
+        that is later than its first rewritten layer (of several, the latest such start).
+        ``keep``: layer names; the run keeps the blobs in front of them and
+        ``self.last_reference`` becomes this candidate's :class:`Reference` (None when the
+        run could not keep them)."""
         if self.baseline is None:
             raise RuntimeError("run_baseline first")
         t0 = time.perf_counter()
