@@ -86,10 +86,21 @@ LEGACY_TRIMMING_MODES = {
               default="saturate", show_default=True,
               help="Ours, with --accumulator: what those accumulators do at overflow (wrap: only complete sums "
                    "must fit).")
+@click.option("--search", "search", type=click.Choice(["global", "per-layer"]), default="global",
+              show_default=True,
+              help="Ours: global is the original's three sweeps (one width per category); per-layer then lowers "
+                   "each conv/FC layer's weight and activation width one step at a time, most costly layer first, "
+                   "while the score stays within the margin (dynamic fixed point).")
+@click.option("--objective", type=click.Choice(["bitops", "weight-bits", "energy"]), default="bitops",
+              show_default=True, help="Ours, with --search per-layer: the cost model's figure that orders the steps.")
+@click.option("--per-layer-widths", "per_layer_widths", default=None, metavar="16,12,8,6,4,3,2,1",
+              help="Ours, with --search per-layer: the widths a step goes through (default: --widths with the "
+                   "midpoint of each two neighbours).")
 def quantize(model, weights, model_quantized, trimming_mode, iterations, error_margin, gpu, score_blob, report,
              report_html, quiet, widths, exp_min, exp_max, activation_bits, cache_mb, threads, seed, fold,
              fold_layers, folded_weights, whole_graph, activation_range, bias_bits, calibration, percentile,
-             stats_batches, stats, early_stop, accumulator, accumulator_overflow):
+             stats_batches, stats, early_stop, accumulator, accumulator_overflow, search, objective,
+             per_layer_widths):
     """Find the smallest bit widths that keep the score within the error margin and
     write the quantized net (then fine-tune it)."""
     from ..caffe.atomic import check_output_path
@@ -112,7 +123,8 @@ def quantize(model, weights, model_quantized, trimming_mode, iterations, error_m
                                 activation_range=activation_range, bias_bits=bias_bits, calibration=calibration,
                                 percentile=percentile, stats_batches=stats_batches, stats=stats,
                                 early_stop=early_stop, accumulator=accumulator,
-                                accumulator_overflow=accumulator_overflow)
+                                accumulator_overflow=accumulator_overflow, search=search, objective=objective,
+                                per_layer_widths=parse_widths(per_layer_widths))
     if quiet:
         outcome = run_quantize(model, weights, model_quantized, trimming_mode, settings)
     else:
@@ -135,7 +147,7 @@ def show_outcome(outcome, console=None) -> None:
     """The original's summary tables, then one line: what was written and what it cost."""
     from ..quantize.report import summary_tables
 
-    for title, columns, rows in summary_tables(outcome.result, outcome.memory):
+    for title, columns, rows in summary_tables(outcome.result, outcome.memory, outcome.report.get("per_layer")):
         ui.table(title, columns, rows, console=console or ui.out)
     counters = outcome.counters
     accumulators = outcome.report.get("accumulator_bits")
@@ -145,6 +157,11 @@ def show_outcome(outcome, console=None) -> None:
     folded = outcome.report.get("folded_weights")
     if folded:
         ui.log(f"folded {len(outcome.report['folds'])} BatchNorm layer(s); the quantized net's weights: {folded}")
+    per = outcome.report.get("per_layer")
+    if per:
+        wall = per["wall_s"]
+        ui.log(f"per-layer search: {per['scored']} configurations scored in {wall.get('per_layer_search', 0):.1f} s "
+               f"(the global search: {wall.get('global_search', 0):.1f} s)")
     ui.log(f"wrote {outcome.model_quantized}; layer forwards {counters.layer_forwards:,} "
            f"(the original procedure: {counters.original_layer_forwards:,}); candidate batches "
            f"{counters.batches_scored:,} scored, {counters.batches_saved:,} saved by early stopping "

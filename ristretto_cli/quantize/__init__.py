@@ -4,13 +4,15 @@
   bits derived from them (5.2, 5.3, 5.5),
 * :mod:`.choose`  - the candidate order and the stopping rule, against any scorer
   (5.4 - 5.6),
+* :mod:`.per_layer` - ours, ``--search per-layer``: sensitivities and a greedy narrowing of
+  each layer's widths from the original's result, against any scorer and cost,
 * :mod:`.rewrite` - a candidate as a NetParameter with Ristretto layer types and
   ``quantization_param`` fields, exactly the ones the original sets,
 * :mod:`.runner`  - scores candidates on cached batches, starting each forward at
   the first layer the candidate changes,
 * :mod:`.report`  - summary tables (as data), parameter memory, the JSON report dict,
 * :mod:`.costing` - the hardware cost (:mod:`ristretto_cli.cost`) of every configuration
-  tried, for the report.
+  tried, for the report, and the per-layer search's objective.
 
 :mod:`.procedure` puts them together: plan -> observe -> search -> write, settings in
 one :class:`~.procedure.QuantizeSettings`; it prints nothing (``ristretto quantize``

@@ -44,3 +44,28 @@ def search_costs(float_net, param, lengths, evaluations, final: Candidate | None
         "final": chosen.to_json() if chosen is not None else None,
         "energy_table": energy.to_json(),
     }
+
+
+#: the objectives of the per-layer search -> the LayerCost figure each one sums
+OBJECTIVE_FIGURES = {"bitops": "bitops", "weight-bits": "weight_bits", "energy": "energy_pj"}
+
+
+def layer_objective(cost, objective: str) -> dict[str, float]:
+    """Layer name -> the ``objective`` ("bitops", "weight-bits" or "energy" in pJ) of each
+    layer of a :class:`~ristretto_cli.cost.NetCost`."""
+    figure = OBJECTIVE_FIGURES[objective]
+    return {l.name: float(getattr(l, figure)) for l in cost.layers}
+
+
+def objective_costs(float_net, param, lengths, objective: str, energy: EnergyTable | None = None):
+    """``layer_costs(candidate) -> {layer: objective}`` for the per-layer search (memoized)."""
+    energy = energy or EnergyTable()
+    cache: dict = {}
+
+    def layer_costs(candidate: Candidate) -> dict[str, float]:
+        if candidate not in cache:
+            cache[candidate] = layer_objective(candidate_cost(float_net, param, candidate, lengths, energy),
+                                               objective)
+        return cache[candidate]
+
+    return layer_costs

@@ -4,7 +4,9 @@
    float net with its weights, resolve the score blob;
 2. :func:`observe` - score the float net (the baseline) and measure value ranges on the
    TRAIN-phase net (the integer lengths follow from them);
-3. :func:`search`  - try candidates in the original's order (:mod:`.choose`);
+3. :func:`search`  - try candidates in the original's order (:mod:`.choose`); with
+   ``search="per-layer"`` (ours) :func:`refine` then narrows layer by layer from that
+   result (:mod:`.per_layer`);
 4. :func:`write`   - rewrite the net with the chosen formats, write the prototxt and
    build the report.
 
@@ -28,14 +30,14 @@ from ..caffe.atomic import check_output_path, write_json
 from ..errors import RistrettoError
 from ..formats.trim import FLOAT32_EXP_RANGE, MAX_BITS
 from ..progress import OnProgress, Steps
-from . import choose, observe as observing
-from .costing import search_costs
+from . import choose, observe as observing, per_layer
+from .costing import candidate_cost, layer_objective, objective_costs, search_costs
 from .choose import DFP_WIDTHS, SearchResult
 from .observe import (ACTIVATION_RANGES, AFTER_PASS, CALIBRATIONS, PRE_ACTIVATION, STAT_BATCHES, STAT_TYPES,
                       WHOLE_GRAPH_STAT_TYPES)
 from .report import parameter_memory, report_json
-from .rewrite import (DYNAMIC_FIXED_POINT, MINIFLOAT, MODES, POWER_OF_2, changed_layers, dfp, minifloat,
-                      power_of_2, ristretto_layers, rewrite_net)
+from .rewrite import (CONV_TYPES, DYNAMIC_FIXED_POINT, FC_TYPES, MINIFLOAT, MODES, POWER_OF_2, changed_layers,
+                      dfp, minifloat, power_of_2, ristretto_layers, rewrite_net)
 from .runner import CandidateRunner, Counters
 
 DEFAULT_ITERATIONS = 50      # the original's --iterations
@@ -83,6 +85,9 @@ class QuantizeSettings:
     early_stop: bool = True              # stop scoring a candidate once its batches decide it
     accumulator: bool = False            # also choose accum_bits per layer (quantize/accumulator.py)
     accumulator_overflow: str = "saturate"  # saturate | wrap: what those accumulators do at overflow
+    search: str = "global"               # global (the original's three sweeps) | per-layer (quantize/per_layer.py)
+    objective: str = per_layer.DEFAULT_OBJECTIVE  # per-layer: bitops | weight-bits | energy
+    per_layer_widths: list[int] | None = None     # per-layer: the width ladder (default: per_layer.ladder(widths))
 
 
 @dataclass
@@ -123,6 +128,7 @@ class QuantizeOutcome:
     counters: Counters | None = None
     memory: dict | None = None
     wall_s: float = 0.0
+    per_layer: per_layer.PerLayerResult | None = None   # --search per-layer: its result (result.final is its)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -168,6 +174,19 @@ def check_settings(trimming_mode: str, settings: QuantizeSettings) -> None:
         raise RistrettoError("--accumulator simulates integer accumulators; it does not combine with minifloat")
     if str(s.accumulator_overflow).lower() not in ("saturate", "wrap"):
         raise RistrettoError(f"--accumulator-overflow must be saturate or wrap, got '{s.accumulator_overflow}'")
+    if s.search not in per_layer.SEARCHES:
+        raise RistrettoError(f"--search must be one of {', '.join(per_layer.SEARCHES)}, got '{s.search}'")
+    if s.objective not in per_layer.OBJECTIVES:
+        raise RistrettoError(f"--objective must be one of {', '.join(per_layer.OBJECTIVES)}, got '{s.objective}'")
+    if s.search == "per-layer" and trimming_mode != DYNAMIC_FIXED_POINT:
+        raise RistrettoError(f"--search per-layer searches dynamic fixed point widths; --trimming_mode is "
+                             f"{trimming_mode}")
+    if s.per_layer_widths is not None:
+        if not s.per_layer_widths:
+            raise RistrettoError("--per-layer-widths needs at least one bit width")
+        for w in s.per_layer_widths:
+            if not isinstance(w, int) or not 1 <= w <= MAX_BITS:
+                raise RistrettoError(f"--per-layer-widths: bit widths must be integers in 1..{MAX_BITS}, got {w}")
 
 
 def parse_widths(text: str | None) -> list[int] | None:
@@ -318,9 +337,16 @@ def search(p: Plan, o: Observation, steps: Steps) -> tuple[SearchResult, int | N
         steps.advance(n * iterations, "")
 
     rule = stopping_rule(p, o.baseline)
+    keep = None
+    if s.search == "per-layer" and p.trimming_mode == DYNAMIC_FIXED_POINT:
+        keep = [l.name for l in per_layer_specs(p, o, dfp())]
+        keep = keep if _reference_fits(o, s, keep, 3) else None
 
     def evaluate(candidate, *rule_args):
-        return o.runner.evaluate(extend(candidate, s), *rule_args)
+        # --search per-layer starts from the combination (the last candidate, the only one with
+        # all three categories set): its run keeps its blobs for the per-layer steps
+        combined = None not in (candidate.conv_params, candidate.fc_params, candidate.activations)
+        return o.runner.evaluate(extend(candidate, s), *rule_args, keep=keep if combined else None)
 
     if p.trimming_mode == DYNAMIC_FIXED_POINT:
         result, exp_bits = choose.search_dynamic_fixed_point(evaluate, o.baseline, s.error_margin,
@@ -358,12 +384,12 @@ def stopping_rule(p: Plan, baseline: float):
     return choose.StoppingRule(baseline, s.error_margin, int(s.iterations))
 
 
-def choose_accumulators(p: Plan, o: Observation, result: SearchResult, steps: Steps) -> dict:
-    """``--accumulator``: {layer: accum_bits} of the chosen net, from its exact partial sums on
-    the TEST net over the statistics batches (:mod:`.accumulator`)."""
+def choose_accumulators(p: Plan, o: Observation, final, steps: Steps) -> dict:
+    """``--accumulator``: {layer: accum_bits} of the chosen net ``final``, from its exact partial
+    sums on the TEST net over the statistics batches (:mod:`.accumulator`)."""
     from .accumulator import choose_accumulators as choose_widths
 
-    net = o.runner.build(result.final)
+    net = o.runner.build(final)
     try:
         with one_blas_thread():
             bits, _ = choose_widths(net, int(p.settings.stats_batches), p.settings.accumulator_overflow,
@@ -373,11 +399,123 @@ def choose_accumulators(p: Plan, o: Observation, result: SearchResult, steps: St
     return bits
 
 
+def per_layer_specs(p: Plan, o: Observation, final) -> list[per_layer.LayerSpec]:
+    """The conv / FC layers the per-layer search narrows, in file order, with their widths in
+    ``final`` (the global result): those the TEST net runs before the score is known."""
+    specs, seen = [], set()
+    for lp in p.param.layer:
+        if lp.name in seen or (lp.type not in CONV_TYPES and lp.type not in FC_TYPES) or lp.name not in o.lengths:
+            continue
+        k = o.runner.start_index([lp.name])
+        if k is None or k >= o.runner.end:
+            continue
+        seen.add(lp.name)
+        params, acts = final.widths_of(lp.name, lp.type)
+        specs.append(per_layer.LayerSpec(lp.name, params if params is not None else choose.FLOAT_WIDTH,
+                                         acts if acts is not None else choose.FLOAT_WIDTH))
+    return specs
+
+
+def _reference_fits(o: Observation, s: QuantizeSettings, names: list[str], sets: int = 2) -> bool:
+    """Can the per-layer search keep ``sets`` configurations' blobs in front of ``names`` (the
+    start, its base, the candidate being scored) beside the float net's, within --cache-mb?"""
+    return o.runner.cached and sets * o.runner.reference_bytes(names) <= s.cache_bytes - o.runner.cache_used
+
+
+def per_layer_ladder(settings: QuantizeSettings) -> list[int]:
+    """--per-layer-widths as given, else the search's widths with their midpoints."""
+    if settings.per_layer_widths:
+        return sorted(set(settings.per_layer_widths), reverse=True)
+    return per_layer.ladder(settings.widths or DFP_WIDTHS)
+
+
+def refine(p: Plan, o: Observation, steps: Steps, result: SearchResult) -> per_layer.PerLayerResult:
+    """``--search per-layer``: narrow the global result layer by layer (:mod:`.per_layer`).
+
+    Scoring reuses what candidates share: the configuration the search stands on (the
+    global result, then each accepted step) keeps its blobs in front of every searched
+    layer, so a candidate that changes one layer starts there (when the memory allows);
+    the global result's blobs stay too, for the widths scored alone from it. An accepted
+    step that was scored as a sensitivity (without keeping blobs) is not run again: the
+    old blobs stay, and candidates start where they first differ from them."""
+    s = p.settings
+    runner = o.runner
+    specs = per_layer_specs(p, o, result.final)
+    names = [l.name for l in specs]
+    widths = per_layer_ladder(s)
+    below = sum(len([w for w in widths if w < x]) for l in specs for x in (l.params, l.activations))
+    steps.total = steps.done + int(s.iterations) * (2 * below + 2 * len(specs) + 1)  # an upper bound
+    use_reference = _reference_fits(o, s, names, 3)
+    # the global search's combination kept its blobs (search()): the start, when it is that net;
+    # its blobs stay for the widths scored alone from it during the greedy
+    state: dict = {"reference": None, "start": None, "last": (None, runner.last_reference)}
+
+    def evaluate(candidate):
+        state["last"] = None
+        refs = [r for r in (state["reference"], state["start"]) if r is not None]
+        score = runner.evaluate(extend(candidate, s), reference=refs, keep=names if use_reference else None)
+        state["last"] = (candidate, runner.last_reference)
+        return score.value
+
+    def on_base(candidate):
+        if not use_reference:
+            return
+        last = state["last"]
+        if last is not None and last[1] is not None and \
+                (last[0] == candidate or last[1].first_difference(runner.test_param(extend(candidate, s))) is None):
+            state["reference"] = last[1]
+            state["start"] = last[1] if state["start"] is None else state["start"]
+        # else (a step known from the sensitivities, scored without keeping its blobs): keep the
+        # old base's; a candidate starts where it first differs from them, which is still right
+        state["last"] = None
+
+    costs = objective_costs(p.float_net, p.param, o.lengths, s.objective)
+    res = per_layer.search_per_layer(evaluate, lambda c: costs(extend(c, s)), result.final, result.final_score,
+                                     specs, result.baseline, s.error_margin, widths, s.objective, on_base)
+    state.clear()
+    res.start, res.final = extend(res.start, s), extend(res.final, s)
+    for step in res.steps + res.accepted:
+        step.candidate = extend(step.candidate, s)
+    steps.total = steps.done
+    return res
+
+
+def per_layer_json(p: Plan, o: Observation, res: per_layer.PerLayerResult, seconds: dict) -> dict:
+    """The report's ``per_layer`` section: per layer the widths, sensitivities and objective
+    before (global) and after; the totals of both configurations; every step; wall times."""
+    before = candidate_cost(p.float_net, p.param, res.start, o.lengths)
+    after = candidate_cost(p.float_net, p.param, res.final, o.lengths)
+    obj_before, obj_after = layer_objective(before, res.objective), layer_objective(after, res.objective)
+    layers = []
+    for name, chosen in res.chosen.items():
+        g = res.start.override(name)
+        layers.append({
+            "layer": name,
+            "global": {"params": g[0], "activations": g[1]},
+            "chosen": chosen,
+            "floor": res.floors[name],
+            "sensitivities": {part: [{"width": w, "score": sc, "passed": ok} for w, sc, ok in rows]
+                              for part, rows in res.sensitivities[name].items()},
+            "objective_before": obj_before.get(name, 0.0),
+            "objective_after": obj_after.get(name, 0.0),
+        })
+    return {"objective": res.objective, "widths": res.widths,
+            "global": {"score": res.start_score, "label": res.start.label(), **before.summary()},
+            "per_layer": {"score": res.final_score, "label": res.final.label(), **after.summary()},
+            "layers": layers, "steps": [st.to_json() for st in res.steps],
+            "accepted": [st.to_json() for st in res.accepted],
+            "scored": len(res.steps), "wall_s": seconds}
+
+
 def write(p: Plan, o: Observation, result: SearchResult, exp_bits: int | None, t_start: float,
+          refined: per_layer.PerLayerResult | None = None, seconds: dict | None = None,
           accumulators: dict | None = None) -> QuantizeOutcome:
-    """Write the quantized prototxt (the float net with the chosen formats; ``accumulators``:
-    {layer: accum_bits} to write too) and build the report; ``t_start``:
-    :func:`time.perf_counter` when the procedure began."""
+    """Write the quantized prototxt (the float net with the chosen formats) and build the
+    report; ``t_start``: :func:`time.perf_counter` when the procedure began. ``refined``: the
+    per-layer search's result (its configuration is written), ``seconds``: phase wall times,
+    ``accumulators``: {layer: accum_bits} to write too."""
+    if refined is not None:
+        result.final, result.final_score = refined.final, refined.final_score
     from ..caffe.prototxt import write_text
 
     out = rewrite_net(p.param, result.final, o.lengths)
@@ -403,6 +541,8 @@ def write(p: Plan, o: Observation, result: SearchResult, exp_bits: int | None, t
     ours = {"fold": s.fold, "whole_graph": s.whole_graph, "activation_range": s.activation_range,
             "bias_bits": s.bias_bits, "calibration": s.calibration, "stats": s.stats}
     defaults = QuantizeSettings()
+    if s.search != defaults.search:
+        ours.update(search=s.search, objective=s.objective, per_layer_widths=per_layer_ladder(s))
     if any(getattr(s, k) != getattr(defaults, k) for k in ours):  # the original's report keys otherwise
         settings.update(ours)
         if s.calibration == "percentile":
@@ -419,7 +559,9 @@ def write(p: Plan, o: Observation, result: SearchResult, exp_bits: int | None, t
                        counters=runner.counters, wall_s=wall, exp_bits=exp_bits, cached=runner.cached)
     # the hardware cost of every configuration tried (ristretto report draws the Pareto front)
     data["cost"] = search_costs(p.float_net, p.param, o.lengths, runner.evaluations, result.final, result.baseline)
-    return QuantizeOutcome(result, data, p.model_quantized, runner.counters, memory, wall)
+    if refined is not None:
+        data["per_layer"] = per_layer_json(p, o, refined, seconds or {})
+    return QuantizeOutcome(result, data, p.model_quantized, runner.counters, memory, wall, refined)
 
 
 # ----------------------------------------------------------------------------- the procedure
@@ -435,7 +577,10 @@ def quantize(model: str, weights: str | None, model_quantized: str, trimming_mod
     arguments set its fields too, with the command's option names: ``iterations`` (50),
     ``error_margin`` (2.0, percent), ``score_blob``, ``widths`` (a list, e.g. ``[8, 4]``),
     ``exp_min`` / ``exp_max`` / ``activation_bits`` (power-of-two mode), ``cache_bytes``
-    (the command's ``--cache-mb`` times 2^20), ``threads``, ``seed``, ``gpu``.
+    (the command's ``--cache-mb`` times 2^20), ``threads``, ``seed``, ``gpu``; ours:
+    ``search="per-layer"`` with ``objective`` ("bitops", "weight-bits", "energy") and
+    ``per_layer_widths`` narrows the result layer by layer (:mod:`.per_layer`; its result is
+    ``outcome.per_layer``, its report ``outcome.report["per_layer"]``).
     ``report``: a file to write the JSON report to (it is returned as
     ``outcome.report`` either way). ``backend``: the backend to run on (else one for
     ``gpu`` / ``seed``). ``on_progress(done, total, info)``: called as batches are
@@ -459,14 +604,22 @@ def quantize(model: str, weights: str | None, model_quantized: str, trimming_mod
     if report:
         check_output_path(report, [model, weights or "", model_quantized], "--report")
     p = plan(model, weights, model_quantized, trimming_mode, settings, backend)
+    refined, seconds = None, {}
     try:  # data layers hold their LMDB open; close them whatever happens
         with Steps(on_progress, p.total_steps) as steps:
             observation = observe(p, steps)
+            t_search = time.perf_counter()
             result, exp_bits = search(p, observation, steps)
-            accumulators = choose_accumulators(p, observation, result, steps) if settings.accumulator else None
+            seconds["global_search"] = time.perf_counter() - t_search
+            if settings.search == "per-layer":
+                t_refine = time.perf_counter()
+                refined = refine(p, observation, steps, result)
+                seconds["per_layer_search"] = time.perf_counter() - t_refine
+            final = refined.final if refined is not None else result.final
+            accumulators = choose_accumulators(p, observation, final, steps) if settings.accumulator else None
     finally:
         p.float_net.close()
-    outcome = write(p, observation, result, exp_bits, t_start, accumulators)
+    outcome = write(p, observation, result, exp_bits, t_start, refined, seconds, accumulators)
     if report:
         write_json(report, outcome.report)
     return outcome

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from .choose import CATEGORY_TITLES, SearchResult, pow2_weight_bits
-from .rewrite import (CONV_TYPES, DYNAMIC_FIXED_POINT, MINIFLOAT, POWER_OF_2, WHOLE_GRAPH_PARAM_BITS,
+from .rewrite import (CONV_TYPES, DYNAMIC_FIXED_POINT, FC_TYPES, MINIFLOAT, POWER_OF_2, WHOLE_GRAPH_PARAM_BITS,
                       WHOLE_GRAPH_TYPES, Candidate)
 
 FLOAT_BITS = 32
@@ -17,8 +17,14 @@ MODE_TITLES = {
 }
 
 
-def blob_bits(candidate: Candidate | None, layer_type: str, index: int) -> int:
-    """Bits per element of parameter blob ``index`` (0 weights, 1 bias) of a layer."""
+def blob_bits(candidate: Candidate | None, layer_type: str, index: int, layer_name: str | None = None) -> int:
+    """Bits per element of parameter blob ``index`` (0 weights, 1 bias) of a layer (``layer_name``:
+    for a candidate with per-layer widths)."""
+    override = candidate.override(layer_name) if candidate is not None and layer_name is not None else None
+    if override is not None and override[0] is not None and layer_type in CONV_TYPES + FC_TYPES:
+        if index == 1 and candidate.bias is not None:
+            return int(candidate.bias)
+        return int(override[0]) if index <= 1 else FLOAT_BITS
     if candidate is None or not candidate.changes(layer_type) or index > 1:
         return FLOAT_BITS
     if layer_type == "BatchNorm":  # ours (whole graph): the statistics are used as stored
@@ -56,7 +62,7 @@ def parameter_memory(net, candidate: Candidate | None) -> dict:
             seen.add(id(blob))
             n = int(math.prod(blob.shape))
             lb += n * FLOAT_BITS
-            la += n * blob_bits(candidate, layer.type, k)
+            la += n * blob_bits(candidate, layer.type, k, layer.name)
         per_layer.append({"layer": layer.name, "type": layer.type, "bits_before": lb, "bits_after": la})
         before += lb
         after += la
@@ -68,9 +74,11 @@ def _fmt_score(v) -> float | str:
     return "" if v is None else float(v)
 
 
-def summary_tables(result: SearchResult, memory: dict | None = None) -> list[tuple[str, list[str], list[list]]]:
+def summary_tables(result: SearchResult, memory: dict | None = None,
+                   per_layer: dict | None = None) -> list[tuple[str, list[str], list[list]]]:
     """(title, columns, rows) of the summary the original logs at the end of a search;
-    with ``memory`` (:func:`parameter_memory`) the chosen formats' parameter memory too."""
+    with ``memory`` (:func:`parameter_memory`) the chosen formats' parameter memory too;
+    with ``per_layer`` (the report's section of ``--search per-layer``) its table."""
     mode = result.mode
     rows: list[list] = [["baseline 32-bit float", FLOAT_BITS, float(result.baseline), ""]]
     for t in result.trials:
@@ -93,10 +101,41 @@ def summary_tables(result: SearchResult, memory: dict | None = None) -> list[tup
     elif mode == POWER_OF_2:
         chosen = [["weights", f"2^e, e in [{c['exp_min']}, {c['exp_max']}] ({c['weight_bits']} bit)"],
                   ["layer activations", f"{c['activations']} bit dynamic fixed point"]]
+    if per_layer is not None:
+        chosen.append(["score of the global configuration", _fmt_score(per_layer["global"]["score"])])
+        chosen.append(["per-layer widths", "see the per-layer table"])
     chosen.append(["score of the quantized net", _fmt_score(result.final_score)])
     if memory is not None:
         chosen.append(["parameter memory", f"{memory['bits_before']:,} -> {memory['bits_after']:,} bits"])
-    return [scores, (f"Quantized net ({MODE_TITLES.get(mode, mode)})", ["", "chosen"], chosen)]
+    tables = [scores, (f"Quantized net ({MODE_TITLES.get(mode, mode)})", ["", "chosen"], chosen)]
+    if per_layer is not None:
+        tables.append(per_layer_table(per_layer))
+    return tables
+
+
+def _sensitivity_text(rows: list[dict]) -> str:
+    return " ".join(f"{r['width']}:{r['score']:.4g}{'' if r['passed'] else '✗'}" for r in rows) or "-"
+
+
+def per_layer_table(section: dict) -> tuple[str, list[str], list[list]]:
+    """The per-layer search as a table: per layer the global and chosen widths (weights /
+    activations), the scores of the widths tried alone, the objective before and after;
+    then the totals of both configurations."""
+    obj = section["objective"]
+    figure = {"bitops": "bitops", "weight-bits": "weight_bits", "energy": "energy_pj"}[obj]
+    rows = []
+    for l in section["layers"]:
+        g, c = l["global"], l["chosen"]
+        rows.append([l["layer"], f"{g['params']} / {g['activations']}", f"{c['params']} / {c['activations']}",
+                     _sensitivity_text(l["sensitivities"]["params"]),
+                     _sensitivity_text(l["sensitivities"]["activations"]),
+                     f"{l['objective_before']:,.0f} -> {l['objective_after']:,.0f}"])
+    g, p = section["global"], section["per_layer"]
+    rows.append([f"total {obj}", "", "", "", "", f"{g[figure]:,.0f} -> {p[figure]:,.0f}"])
+    rows.append(["score", "", "", "", "", f"{g['score']:.6g} -> {p['score']:.6g}"])
+    return (f"Per-layer search (objective {obj}; widths {', '.join(map(str, section['widths']))})",
+            ["layer", "global w / a", "per-layer w / a", "weights alone (width:score)",
+             "activations alone (width:score)", obj], rows)
 
 
 def report_json(*, settings: dict, result: SearchResult, ranges, lengths, evaluations, baseline_eval,

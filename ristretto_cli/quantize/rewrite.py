@@ -26,7 +26,9 @@ Scale, ReLU and PReLU into their Ristretto types with the activation format (Sca
 factors and PReLU's slopes get WHOLE_GRAPH_PARAM_BITS-bit dynamic fixed point);
 unsigned activation sites (IntegerLengths.unsigned_in/out) write
 ``is_unsigned_layer_in/out``; ``bias`` writes ``bw_bias`` / ``fl_bias = bias - il_bias``
-on layers with a bias.
+on layers with a bias; ``layers`` (the per-layer search, dynamic fixed point only) gives
+named conv / FC layers their own weight and activation widths instead of their
+category's.
 """
 from __future__ import annotations
 
@@ -74,6 +76,38 @@ class Candidate:
     exp_max: int | None = None
     whole_graph: bool | None = None   # ours: also the whole-graph types
     bias: int | None = None           # ours: bias bit width (None: the weights' format)
+    #: ours (``--search per-layer``): ((layer, bw_params, bw_act), ...) in file order; a width
+    #: replaces the layer's category width (None: the category's); dynamic fixed point only
+    layers: tuple | None = None
+
+    def __post_init__(self):
+        if self.layers is None:
+            return
+        items = self.layers.items() if isinstance(self.layers, dict) else \
+            ((row[0], tuple(row[1:])) for row in self.layers)
+        rows = tuple((str(name), *(None if w is None else int(w) for w in widths)) for name, widths in items)
+        if any(len(r) != 3 for r in rows):
+            raise ValueError("per-layer widths are (layer, bw_params, bw_act)")
+        if rows and self.precision != DYNAMIC_FIXED_POINT:
+            raise ValueError("per-layer widths are dynamic fixed point only")
+        object.__setattr__(self, "layers", rows or None)
+
+    def override(self, layer_name: str) -> tuple[int | None, int | None] | None:
+        """(bw_params, bw_act) this candidate gives the named layer, None when it names none."""
+        for name, params, acts in self.layers or ():
+            if name == layer_name:
+                return params, acts
+        return None
+
+    def widths_of(self, layer_name: str, layer_type: str) -> tuple[int | None, int | None]:
+        """(weights, activations) widths of a conv / FC layer in dynamic fixed point (None: float)."""
+        params = self.conv_params if layer_type in CONV_TYPES else self.fc_params
+        acts = self.activations
+        o = self.override(layer_name)
+        if o is not None:
+            params = params if o[0] is None else o[0]
+            acts = acts if o[1] is None else o[1]
+        return params, acts
 
     @property
     def bit_width(self) -> int | None:
@@ -100,10 +134,17 @@ class Candidate:
             parts.append(f"FC weights {self.fc_params}-bit")
         if self.activations is not None:
             parts.append(f"activations {self.activations}-bit")
-        return ", ".join(parts) or "float"
+        text = ", ".join(parts) or "float"
+        if self.layers:  # weights/activations per named layer; '-': the category's
+            text += "; per layer " + ", ".join(f"{n} {'-' if p is None else p}/{'-' if a is None else a}"
+                                               for n, p, a in self.layers)
+        return text
 
     def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        out = {k: v for k, v in asdict(self).items() if v is not None}
+        if self.layers:
+            out["layers"] = {name: [p, a] for name, p, a in self.layers}
+        return out
 
     def changes(self, layer_type: str) -> bool:
         """Does this candidate turn a layer of ``layer_type`` into a Ristretto layer?"""
@@ -116,6 +157,14 @@ class Candidate:
             weights = self.conv_params if conv else self.fc_params
             return weights is not None or self.activations is not None
         return True
+
+    def changes_layer(self, lp) -> bool:
+        """Does this candidate turn the layer ``lp`` (a LayerParameter) into a Ristretto layer?"""
+        if self.changes(lp.type):
+            return True
+        if self.layers and (lp.type in CONV_TYPES or lp.type in FC_TYPES):
+            return any(w is not None for w in self.widths_of(lp.name, lp.type))
+        return False
 
 
 def dfp(conv_params=None, fc_params=None, activations=None) -> Candidate:
@@ -136,7 +185,7 @@ def ristretto_type(layer_type: str) -> str:
 
 def changed_layers(param, candidate: Candidate) -> list[str]:
     """Names of the layers of ``param`` that ``candidate`` rewrites, in file order."""
-    return [lp.name for lp in param.layer if candidate.changes(lp.type)]
+    return [lp.name for lp in param.layer if candidate.changes_layer(lp)]
 
 
 def _lengths(lengths: Mapping[str, IntegerLengths], lp) -> IntegerLengths:
@@ -205,22 +254,21 @@ def rewrite_net(param, candidate: Candidate, lengths: Mapping[str, IntegerLength
     out.CopyFrom(param)
     lengths = lengths or {}
     for lp in out.layer:
-        if not candidate.changes(lp.type):
+        if not candidate.changes_layer(lp):
             continue
         if lp.type not in CONV_TYPES and lp.type not in FC_TYPES:
             _rewrite_whole_graph(lp, candidate, lengths)
             continue
-        conv = lp.type in CONV_TYPES
         lp.type = ristretto_type(lp.type)
         qp = lp.quantization_param
         if candidate.precision == DYNAMIC_FIXED_POINT:
-            weights = candidate.conv_params if conv else candidate.fc_params
+            weights, activations = candidate.widths_of(lp.name, lp.type)
             il = _lengths(lengths, lp)
             if weights is not None:
                 qp.bw_params = weights
                 qp.fl_params = weights - il.il_params
-            if candidate.activations is not None:
-                _set_activations(qp, candidate.activations, il)
+            if activations is not None:
+                _set_activations(qp, activations, il)
             _set_bias(qp, candidate.bias, il, lp)
         elif candidate.precision == MINIFLOAT:
             qp.precision = _QP.MINIFLOAT

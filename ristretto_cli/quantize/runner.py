@@ -14,6 +14,11 @@ only changes the layers it rewrites, so:
 When the kept blobs would exceed ``cache_bytes``, candidates fall back to the
 original's way: a fresh net that reads its data layers from the first record.
 
+A candidate can also start from a :class:`Reference`: a candidate scored before whose
+blobs were kept in front of some layers (the per-layer search keeps its current
+configuration so). A candidate that agrees with it on every layer before one of those
+starts there, on the reference's blobs.
+
 Scores follow the original's arithmetic: element 0 of the score blob per batch,
 summed in float32 and divided by the number of batches in float32.
 
@@ -82,6 +87,26 @@ class Evaluation:
         return Score(self.score, self.passed, self.batches_scored, self.decided_early)
 
 
+@dataclass
+class Reference:
+    """A scored candidate and, per batch, its blobs alive in front of some layers
+    (float-net layer index -> one dict per batch); made by :meth:`CandidateRunner.evaluate`
+    with ``keep``."""
+
+    candidate: Candidate
+    layers: list[tuple[str, bytes]]           # its TEST net's layers (name, serialized), in order
+    snapshots: dict[int, list[dict]]
+
+    def first_difference(self, tparam) -> str | None:
+        """Name of the first layer of ``tparam`` (a TEST NetParameter) that differs from
+        this reference's (None: the same layers)."""
+        mine = self.layers
+        for i, lp in enumerate(tparam.layer):
+            if i >= len(mine) or mine[i] != (lp.name, lp.SerializeToString(deterministic=True)):
+                return lp.name
+        return None if len(tparam.layer) == len(mine) else "<end>"
+
+
 def first_element(array, backend) -> np.float32:
     flat = backend.to_numpy(array).reshape(-1)
     if flat.size == 0:
@@ -119,7 +144,9 @@ class CandidateRunner:
         self._memo: dict[bytes, Evaluation] = {}
         self._snapshots: dict[int, list[dict]] = {}
         self._feeds: list[dict] = []
+        self.last_reference: Reference | None = None
         self.cached = False
+        self.cache_used = 0       # bytes the float net's kept blobs take
         self.baseline: float | None = None
         n = len(float_net.layers)
         self._index = {name: i for i, name in enumerate(float_net.layer_names)}
@@ -168,6 +195,7 @@ class CandidateRunner:
         starts = sorted({k for k in (self.start_index([s]) for s in start_layers)
                          if k is not None and 0 < k < self.end})
         self.cached = bool(starts) and self._batch_bytes(starts) * self.iterations <= self.cache_bytes
+        self.cache_used = self._batch_bytes(starts) * self.iterations if self.cached else 0
         snap_after = {k - 1: k for k in starts} if self.cached else {}
         first = min(starts) if starts else None
         self._snapshots = {k: [] for k in snap_after.values()}
@@ -284,6 +312,10 @@ class CandidateRunner:
         st = self.param.state
         return filter_net(cparam, TEST, st.level, tuple(st.stage))
 
+    def test_param(self, candidate: Candidate):
+        """The TEST-phase NetParameter ``candidate`` describes."""
+        return self._test_param(rewrite_net(self.param, candidate, self.lengths))
+
     def build(self, candidate: Candidate, fed_inputs: bool = False) -> Net:
         """The candidate's TEST net, sharing the float net's weight arrays.
 
@@ -297,7 +329,8 @@ class CandidateRunner:
         net.share_weights_from(self.float_net)
         return net
 
-    def evaluate(self, candidate: Candidate, rule: StoppingRule | None = None, counted: bool = True) -> Score:
+    def evaluate(self, candidate: Candidate, rule: StoppingRule | None = None, counted: bool = True, *,
+                 reference: Reference | list[Reference] | None = None, keep: list[str] | None = None) -> Score:
         """Score ``candidate`` on the batches (memoized on the TEST net it describes).
 
         With ``rule``, stop as soon as the scored batches decide the candidate; the
@@ -305,6 +338,12 @@ class CandidateRunner:
         scored. Without one, every batch is scored (reusing those scored before).
         ``counted=False``: finishing a net stopped early that the original procedure
         scored only once (not a candidate of its own in the counters).
+
+        ``reference`` (one or several): start where the candidate first differs from it, when
+        that is later than its first rewritten layer (of several, the latest such start).
+        ``keep``: layer names; the run scores every batch, keeps the blobs in front of them
+        and ``self.last_reference`` becomes this candidate's :class:`Reference` (None when
+        the run could not keep them).
         """
         if self.baseline is None:
             raise RuntimeError("run_baseline first")
@@ -314,17 +353,19 @@ class CandidateRunner:
             self.counters.candidates += 1
             self.counters.original_layer_forwards += n * self.iterations
         label = candidate.label()
-        key = self._test_param(rewrite_net(self.param, candidate, self.lengths)).SerializeToString(
-            deterministic=True)
+        tparam = self.test_param(candidate)
+        key = tparam.SerializeToString(deterministic=True)
         prev = self._memo.get(key)
         k = self.start_index(changed_layers(self.param, candidate))
         if prev is None and (k is None or k >= self.end):
             prev = self.baseline_evaluation  # nothing that reaches the score differs from the float net
+        self.last_reference = None
+        keeping = bool(keep) and k is not None and k < self.end
         values = list(prev.values) if prev is not None and prev.values else (
             [float(v) for v in prev.batches] if prev is not None else [None] * self.iterations)
-        decide = (lambda vals: rule.decide(vals)) if rule is not None else None
-        done = prev is not None and (all(v is not None for v in values) or
-                                     (decide is not None and decide(values) is not None))
+        decide = (lambda vals: rule.decide(vals)) if rule is not None and not keeping else None
+        done = prev is not None and not keeping and (all(v is not None for v in values) or
+                                                     (decide is not None and decide(values) is not None))
         if done:
             self.counters.reused += 1
             self.on_skip(self.iterations, label + " (same net as scored before)")
@@ -332,9 +373,24 @@ class CandidateRunner:
                             list(values), decide(values) if decide is not None else None)
         else:
             before = sum(v is not None for v in values)
-            if self.cached and k in self._snapshots:
-                forwards_per_batch, ran = self._run_cached(candidate, k, label, values, decide)
+            snaps = self._snapshots.get(k) if self.cached else None
+            kept = dict(self._snapshots) if snaps is not None else {}
+            refs = () if reference is None else (reference,) if isinstance(reference, Reference) else reference
+            for ref in refs if self.cached else ():   # the one that lets the run start latest
+                kr = self._index.get(ref.first_difference(tparam))
+                if kr is not None and k is not None and kr > k and kr in ref.snapshots:
+                    k, snaps, kept = kr, ref.snapshots[kr], dict(ref.snapshots)
+            if snaps is not None:
+                if keeping:  # the blobs of every batch are kept: run them all
+                    values, before = [None] * self.iterations, 0
+                points = [self._index[name] for name in keep or () if self._index.get(name, -1) > k]
+                forwards_per_batch, ran, captured = self._run_cached(candidate, k, label, values, decide, snaps,
+                                                                     points)
                 start_name = self.float_net.layer_names[k]
+                if keeping:
+                    kept = {i: v for i, v in kept.items() if i <= k}
+                    kept.update(captured)
+                    self.last_reference = Reference(candidate, _layer_keys(tparam), kept)
             else:
                 values = [None] * self.iterations  # a fresh net reads the data from the first record
                 before = 0
@@ -361,17 +417,30 @@ class CandidateRunner:
         self.evaluations.append(ev)
         return ev.to_score()
 
-    def _run_cached(self, candidate: Candidate, k: int, label: str, values: list, decide=None) -> tuple[int, int]:
-        """The batches of ``values`` still None, from layer k on, on ``self.workers`` nets in
-        parallel threads, until ``decide`` settles the candidate on a prefix of the batches
-        (values past that prefix are dropped again, so the outcome does not depend on the
-        threads' timing); returns (layer forwards per batch, batches run)."""
+    def reference_bytes(self, names: list[str]) -> int:
+        """Memory a :class:`Reference` kept in front of ``names`` takes (all batches)."""
+        idx = [self._index[n] for n in names if n in self._index]
+        shapes = self.float_net.blob_shapes
+        return self.iterations * sum(int(np.prod(shapes[b])) * 4 for k in idx for b in set(self.live_blobs(k)))
+
+    def _run_cached(self, candidate: Candidate, k: int, label: str, values: list, decide=None,
+                    snapshots: list | None = None, keep: list[int] = ()) -> tuple[int, int, dict]:
+        """The batches of ``values`` still None, from layer k on (from ``snapshots``, default
+        the float net's), on ``self.workers`` nets in parallel threads, until ``decide``
+        settles the candidate on a prefix of the batches (values past that prefix are
+        dropped again, so the outcome does not depend on the threads' timing); with the
+        blobs in front of the layers ``keep`` copied. Returns (layer forwards per batch,
+        batches run, the copies: index -> one dict per batch)."""
+        snapshots = self._snapshots[k] if snapshots is None else snapshots
         todo = [b for b, v in enumerate(values) if v is None]
         workers = max(1, min(self.workers, len(todo)))
         nets = [self.build(candidate, fed_inputs=True) for _ in range(workers)]
         _trim_weights_once(nets)
         end = max(self.end, k)
         run = sum(1 for i in range(k, end) if nets[0].bottom_names[i])  # data layers are fed
+        after = {i - 1: i for i in keep if k < i < end}   # copy once layer i - 1 has run
+        live = {i: self.live_blobs(i) for i in after.values()}
+        captured = {i: [None] * self.iterations for i in after.values()}
         stop = threading.Event()
         lock = threading.Lock()
         n = len(values)
@@ -385,12 +454,18 @@ class CandidateRunner:
                 if stop.is_set():
                     return
                 # Fresh copies every time: the candidate trims some of them in place.
-                net.blobs = _copy_blobs(self._snapshots[k][b], None, self.xp)
+                net.blobs = _copy_blobs(snapshots[b], None, self.xp)
                 feeds = {}
                 for i, tops in self._feeds[b].items():
                     if i >= k:
                         feeds.update(_copy_blobs(tops, None, self.xp))
-                net.forward(feeds, start=k, end=end, keep_for_backward=False)
+
+                def on_layer(i, layer, names, tops, b=b, net=net):
+                    if i in after:
+                        captured[after[i]][b] = _copy_blobs(net.blobs, live[after[i]], self.xp)
+
+                net.forward(feeds, start=k, end=end, keep_for_backward=False,
+                            on_layer=on_layer if after else None)
                 value = first_element(self._blob(net), self.backend)
                 with lock:
                     values[b] = value
@@ -404,7 +479,6 @@ class CandidateRunner:
                             decided_at.append(p)
                             stop.set()
                 self.on_batch(label)
-
         if workers == 1:
             with one_blas_thread():
                 work(0)
@@ -420,7 +494,7 @@ class CandidateRunner:
         if decided_at:  # batches other threads scored past the deciding prefix are dropped
             for b in range(decided_at[0], n):
                 values[b] = None
-        return run, ran[0]
+        return run, ran[0], captured
 
     def _run_reread(self, candidate: Candidate, label: str, values: list, decide=None) -> tuple[int, int]:
         """The original's way: a fresh net reads its data layers from the first record;
@@ -451,6 +525,10 @@ def default_workers(backend) -> int:
     if not is_numpy(backend.xp):
         return 1
     return max(1, min(os.cpu_count() or 1, 4))
+
+
+def _layer_keys(tparam) -> list[tuple[str, bytes]]:
+    return [(lp.name, lp.SerializeToString(deterministic=True)) for lp in tparam.layer]
 
 
 def _inputs_instead_of_data(tparam, shapes: dict):

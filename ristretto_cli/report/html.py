@@ -4,7 +4,9 @@ HTML page: tables and inline SVG pictures, no scripts, no external files.
 Sections (each a ``<section id=...>``): ``summary`` (settings and outcome),
 ``scores`` (score against width per category), ``pareto`` (score against cost of
 every configuration tried), ``ranges`` (observed value ranges against the chosen
-formats) and ``cost`` (the chosen configuration per layer, and the float net beside it).
+formats) and ``cost`` (the chosen configuration per layer, and the float net beside it);
+a report of ``--search per-layer`` adds ``per_layer`` (widths, sensitivities and cost per
+layer, global against per-layer).
 """
 from __future__ import annotations
 
@@ -231,11 +233,26 @@ def _cost(data: dict) -> str:
         table(["", "float", "chosen", "ratio"], compare))
 
 
+def _per_layer(data: dict) -> str:
+    from ..quantize.report import per_layer_table
+
+    sec = data["per_layer"]
+    title, columns, rows = per_layer_table(sec)
+    wall = sec.get("wall_s") or {}
+    note = _note(f"{title}. Widths are weights / activations; a width scored alone below the margin is marked "
+                 f"\u2717. {sec.get('scored', 0)} configurations scored in {wall.get('per_layer_search', 0):.1f} s "
+                 f"(the global search: {wall.get('global_search', 0):.1f} s).")
+    return _section("per_layer", "Per-layer search", note, table(columns, rows))
+
+
 def render_html(data: dict, source: str | None = None) -> str:
     """The page for report dict ``data`` (``source``: where it was read from, shown)."""
     check_report(data, source or "report")
     title = f"ristretto quantize: {data.get('model', '')} ({data.get('trimming_mode', '')})"
-    body = "\n".join([_summary(data, source), _scores(data), _pareto(data), _ranges(data), _cost(data)])
+    parts = [_summary(data, source), _scores(data), _pareto(data), _ranges(data), _cost(data)]
+    if data.get("per_layer"):
+        parts.append(_per_layer(data))
+    body = "\n".join(parts)
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
             "<link rel=\"icon\" href=\"data:,\">\n"
