@@ -166,6 +166,30 @@ def matmul_axis(imp: Importer, node) -> int:
     return len(shape) - 1 if shape is not None and len(shape) > 2 else 1
 
 
+def ristretto_layer(imp: Importer, plan) -> None:
+    """The Ristretto layer of a quantized Conv / ConvTranspose / Gemm / MatMul (a
+    :class:`.quant_import.Plan`): trimmed input (in place), weights, bias, output."""
+    node = plan.node
+    inp = plan.inp
+    if inp.out in imp.blob:
+        bottom = imp.blob[inp.out]  # an earlier layer trimmed this blob already (idempotent)
+    else:
+        bottom = imp.bottom(node, inp.x)
+        imp.blob[inp.out] = bottom  # trimmed in place
+    top = plan.out.out
+    name = plan.layer_name if plan.layer_name and plan.layer_name not in imp.layer_names else None
+    b = plan.bias.values if plan.bias is not None else None
+    if plan.kind in ("conv", "deconv"):
+        deconv = plan.kind == "deconv"
+        lp = conv_layer(imp, node, plan.weight.values, b, bottom, top, transposed=deconv,
+                        type_="DeconvolutionRistretto" if deconv else "ConvolutionRistretto", name=name)
+    else:
+        lp = fc_layer(imp, node, plan.weight.values, b, bottom, top, transpose=plan.fc_transpose,
+                      axis=plan.fc_axis, type_="FcRistretto", name=name)
+    plan.config.to_proto(lp.quantization_param)
+    imp.blob[top] = top
+
+
 def _simple(type_, setter=None):
     def handler(imp: Importer, node):
         lp = imp.layer(node, type_, [imp.bottom(node, node.input[0])])
@@ -513,7 +537,7 @@ def import_onnx(data: bytes, where: str = "<onnx>"):
         if node.op_type == "Constant":
             continue
         if index in quantized.plans:
-            quantized.emit(quantized.plans[index])
+            ristretto_layer(imp, quantized.plans[index])
             continue
         if index in quantized.claimed:
             continue

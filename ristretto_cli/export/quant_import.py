@@ -117,7 +117,8 @@ class Param:
 
 @dataclass
 class Plan:
-    index: int  # the compute node
+    index: int  # the compute node's position
+    node: object  # the compute node
     kind: str  # conv / deconv / fc
     inp: Act
     weight: Param
@@ -416,7 +417,7 @@ class QuantGraph:
             raise self.error(i, f"its output '{y}' is not trimmed by one QuantizeLinear -> DequantizeLinear pair "
                              "(or Quant) that alone reads it; a Ristretto layer trims its output")
         kind = {"Conv": "conv", "ConvTranspose": "deconv"}.get(n.op_type, "fc")
-        plan = Plan(i, kind, inp, self.param(n.input[1], i, "weights"), None, out)
+        plan = Plan(i, n, kind, inp, self.param(n.input[1], i, "weights"), None, out)
         if bias_tensor:
             plan.bias = self.param(bias_tensor, i, "bias")
         if n.op_type == "Gemm":
@@ -602,34 +603,14 @@ class QuantGraph:
             c = self.consumers.get(self.nodes[k].output[0], [])
             k = c[0] if c else None
         around = f" around {self.label(k)}" if k is not None and k not in seen else ""
-        return self.error(i, f"quantization{around} has no Ristretto form; Q/DQ and QONNX Quant are imported "
-                          "only as the input, weight, bias and output trims of Conv, ConvTranspose, Gemm and "
-                          "MatMul(+Add)")
-
-    # -- the Caffe layer -------------------------------------------------------------
-    def emit(self, plan: Plan) -> None:
-        from .onnx_import import conv_layer, fc_layer
-
-        imp = self.imp
-        node = self.nodes[plan.index]
-        inp = plan.inp
-        if inp.out in imp.blob:
-            bottom = imp.blob[inp.out]  # an earlier layer trimmed this blob already
-        else:
-            bottom = imp.bottom(node, inp.x)
-            imp.blob[inp.out] = bottom  # trimmed in place
-        top = plan.out.out
-        name = plan.layer_name if plan.layer_name and plan.layer_name not in imp.layer_names else None
-        b = plan.bias.values if plan.bias is not None else None
-        if plan.kind in ("conv", "deconv"):
-            deconv = plan.kind == "deconv"
-            lp = conv_layer(imp, node, plan.weight.values, b, bottom, top, transposed=deconv,
-                            type_="DeconvolutionRistretto" if deconv else "ConvolutionRistretto", name=name)
-        else:
-            lp = fc_layer(imp, node, plan.weight.values, b, bottom, top, transpose=plan.fc_transpose,
-                          axis=plan.fc_axis, type_="FcRistretto", name=name)
-        plan.config.to_proto(lp.quantization_param)
-        imp.blob[top] = top
+        hint = ""
+        if k is not None and self.nodes[k].op_type in COMPUTE_OPS and len(self.nodes[k].input) > 1 and \
+                self.const(self.nodes[k].input[1]) is not None:
+            hint = " (its weights are float: power-of-two weights are recognised only from the metadata of " \
+                   "ristretto's export)"
+        return self.error(i, f"quantization{around} has no Ristretto form{hint}; Q/DQ and QONNX Quant are "
+                          "imported only as the input, weight, bias and output trims of Conv, ConvTranspose, "
+                          "Gemm and MatMul(+Add)")
 
 
 def _round(v, bw: int, unsigned: bool, rounding: Rounding):
