@@ -157,11 +157,17 @@ DECONV_FC = """
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 5 dim: 5 } } }
 layer { name: "up" type: "DeconvolutionRistretto" bottom: "data" top: "up"
   convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 }
-  quantization_param { bw_layer_in: 8 fl_layer_in: 6 bw_params: 6 fl_params: 7 bw_layer_out: 16 fl_layer_out: 9 } }
+  quantization_param { bw_layer_in: 8 fl_layer_in: 6 bw_params: 6 fl_params: 7 bw_layer_out: 16 fl_layer_out: 9
+                       bw_bias: 16 fl_bias: 12 } }
 layer { name: "relu" type: "ReLU" bottom: "up" top: "up" }
 layer { name: "fc_axis2" type: "FcRistretto" bottom: "up" top: "fc_axis2"
   inner_product_param { num_output: 5 axis: 2 }
-  quantization_param { bw_layer_in: 8 fl_layer_in: 5 bw_params: 8 fl_params: 8 bw_layer_out: 8 fl_layer_out: 4 } }
+  quantization_param { bw_layer_in: 8 fl_layer_in: 5 is_unsigned_layer_in: true bw_params: 8 fl_params: 8
+                       bw_layer_out: 8 fl_layer_out: 4 } }
+layer { name: "p2" type: "ConvolutionRistretto" bottom: "data" top: "p2"
+  convolution_param { num_output: 2 kernel_size: 1 }
+  quantization_param { precision: INTEGER_POWER_OF_2_WEIGHTS bw_layer_in: 8 fl_layer_in: 6 exp_min: -6 exp_max: 0
+                       bw_layer_out: 8 fl_layer_out: 4 is_unsigned_layer_out: true bw_bias: 8 fl_bias: 5 } }
 layer { name: "fc_t" type: "FcRistretto" bottom: "fc_axis2" top: "fc_t"
   inner_product_param { num_output: 3 transpose: true bias_term: false }
   quantization_param { bw_layer_in: 16 fl_layer_in: 8 bw_params: 12 fl_params: 10 bw_layer_out: 16 fl_layer_out: 8 } }
@@ -171,7 +177,9 @@ layer { name: "fc_t" type: "FcRistretto" bottom: "fc_axis2" top: "fc_t"
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_deconvolution_and_inner_products_with_axis_and_transpose_round_trip_bit_for_bit(fmt, tmp_path, capsys):
     """DeconvolutionRistretto, FcRistretto on axis 2 (Flatten + Gemm + Reshape in ONNX, one
-    layer again), FcRistretto with transpose and no bias, 12-bit weights in int16."""
+    layer again), FcRistretto with transpose and no bias, 12-bit weights in int16, and our
+    extensions: a bias in its own format (bw_bias), unsigned activations (uint8 / signed=0),
+    a power-of-two layer with a fixed point bias reading a blob another layer trimmed."""
     from ristretto_cli.caffe.prototxt import read_net
     from ristretto_cli.export.onnx_export import export_net
     from ristretto_cli.net.loading import load_net
@@ -183,14 +191,17 @@ def test_deconvolution_and_inner_products_with_axis_and_transpose_round_trip_bit
     proto, weights = import_file(tmp_path, capsys, model)
     back = read_net(str(proto))
     assert quant_configs(back) == quant_configs(read_net(str(src)))
-    assert [lp.type for lp in back.layer] == ["Input", "DeconvolutionRistretto", "ReLU", "FcRistretto",
-                                              "FcRistretto"]
+    assert sorted(lp.type for lp in back.layer) == ["ConvolutionRistretto", "DeconvolutionRistretto", "FcRistretto",
+                                                    "FcRistretto", "Input", "ReLU"]
     x = np.random.default_rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32)
-    ours = net.forward({"data": x})
+    ours = {k: np.asarray(v) for k, v in net.forward({"data": x}).items()}
     again = load_net(str(proto), str(weights)).forward({"data": x})
-    np.testing.assert_array_equal(np.asarray(again["fc_t"]), np.asarray(ours["fc_t"]))
-    (ref,) = run_model(model, fmt, {"data": x}).values()
-    np.testing.assert_array_equal(ref, np.asarray(ours["fc_t"]))
+    ref = run_model(model, fmt, {"data": x})
+    assert sorted(ours) == sorted(again) == sorted(ref) == ["fc_t", "p2"]
+    for name in ours:
+        np.testing.assert_array_equal(np.asarray(again[name]), ours[name], err_msg=name)
+        np.testing.assert_array_equal(ref[name], ours[name], err_msg=name)
+    assert (ours["p2"] >= 0).all() and (ours["p2"] > 0).any()
 
 
 @pytest.mark.parametrize("prototxt,batch", [
