@@ -400,3 +400,29 @@ def test_a_trimmed_input_read_untrimmed_after_the_layer_is_refused(tmp_path, cap
     model.graph.node.append(helper.make_node("Relu", ["x"], ["x_relu"], name="late_reader"))
     model.graph.output.append(helper.make_tensor_value_info("x_relu", TensorProto.FLOAT, [2, 3, 6, 6]))
     _import_fails(tmp_path, capsys, model, "reads 'x' untrimmed after this layer", "conv1")
+
+
+def test_quantize_linear_without_a_zero_point_is_uint8_and_imports_as_unsigned(tmp_path, capsys):
+    """ONNX's default: QuantizeLinear without a zero point gives uint8 (our unsigned input)."""
+    from ristretto_cli.caffe.prototxt import read_net
+    from ristretto_cli.net.loading import load_net
+
+    rng = np.random.default_rng(3)
+    inits = [_init("s_in", np.float32(2.0 ** -5)), _init("s_w", np.float32(2.0 ** -6)),
+             _init("s_o", np.float32(2.0 ** -2)), _init("zp", np.int8(0)),
+             _init("w", rng.integers(-8, 8, (2, 3, 3, 3)).astype(np.int8))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s_in"], ["xq8"], name="in_q"),
+             helper.make_node("DequantizeLinear", ["xq8", "s_in"], ["xq"], name="in_dq"),
+             helper.make_node("DequantizeLinear", ["w", "s_w"], ["wf"], name="w_dq"),
+             helper.make_node("Conv", ["xq", "wf"], ["c"], name="conv")] + _qdq("c", "s_o", "zp", "y", "out")
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 2, 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    proto, weights = import_file(tmp_path, capsys, model)
+    (type_, cfg), = quant_configs(read_net(str(proto))).values()
+    assert type_ == "ConvolutionRistretto" and cfg.is_unsigned_layer_in and not cfg.is_unsigned_layer_out
+    assert (cfg.bw_layer_in, cfg.fl_layer_in, cfg.bw_params, cfg.fl_params, cfg.bw_layer_out, cfg.fl_layer_out) == (
+        8, 5, 8, 6, 8, 2)
+    x = np.random.default_rng(4).uniform(-2, 10, (1, 3, 4, 4)).astype(np.float32)
+    (ref,) = run_model(model, "qdq", {"x": x}).values()
+    np.testing.assert_array_equal(np.asarray(load_net(str(proto), str(weights)).forward({"x": x})["y"]), ref)

@@ -300,9 +300,7 @@ class QuantGraph:
             raise self.error(i, f"scale 2^{-fl_d} differs from its QuantizeLinear's 2^{-fl_q}")
         for k, node in ((qi, q), (i, n)):
             self.zero_point_zero(k, node.input[2] if len(node.input) > 2 else None)
-        bw, signed = self.qdq_type(qi)
-        if self.qdq_type(i) != (bw, signed):
-            raise self.error(i, "its integer type differs from its QuantizeLinear's")
+        bw, signed = self.qdq_type(qi)  # (ONNX's typing makes the DequantizeLinear's the same)
         if q.attribute and self.attrs(qi).get("saturate", 1) != 1:
             raise self.error(qi, "saturate = 0: ristretto's dynamic fixed point saturates")
         return Act(q.input[0], tensor, [qi, i], bw, fl_q, not signed, Rounding.NEAREST)
