@@ -264,7 +264,7 @@ def test_golden_quantized_nets_exported_as_qdq_match_the_original_bit_for_bit(ca
 
 
 def qonnx_reference_evaluator(model):
-    """onnx's reference evaluator with QONNX's Quant (clamp to the signed bw-bit range, round)."""
+    """onnx's reference evaluator with QONNX's Quant (clamp to the signed or unsigned bw-bit range, round)."""
     from onnx.reference import ReferenceEvaluator
     from onnx.reference.op_run import OpRun
 
@@ -276,8 +276,9 @@ def qonnx_reference_evaluator(model):
 
         def _run(self, x, scale, zeropt, bitwidth, signed=None, narrow=None, rounding_mode=None):
             bw = int(np.asarray(bitwidth).reshape(-1)[0])
-            assert signed == 1 and narrow == 0
-            y = np.clip(x / scale + zeropt, -(2 ** (bw - 1)), 2 ** (bw - 1) - 1)
+            assert narrow == 0
+            lo, hi = (-(2 ** (bw - 1)), 2 ** (bw - 1) - 1) if signed == 1 else (0, 2 ** bw - 1)
+            y = np.clip(x / scale + zeropt, lo, hi)
             return (((modes[rounding_mode](y) - zeropt) * scale).astype(x.dtype),)
 
     return ReferenceEvaluator(model, new_ops=[Quant])

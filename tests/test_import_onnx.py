@@ -129,11 +129,3 @@ def test_an_unsupported_op_is_named_with_its_node(tmp_path, capsys):
     nodes = [helper.make_node("Erf", ["x"], ["y"], name="the_erf")]
     model = _model(nodes, {}, [1, 3], "y")
     _import_fails(tmp_path, capsys, model.SerializeToString(), "node 'the_erf' has op Erf")
-
-
-def test_quantized_qdq_models_are_outside_the_subset(tmp_path, capsys, shared):
-    from ristretto_cli.export.onnx_export import export_onnx
-
-    folder = shared("golden", "lenet_dfp")
-    model = export_onnx(str(folder / "net.prototxt"), str(folder / "weights.caffemodel")).model
-    _import_fails(tmp_path, capsys, model.SerializeToString(), "has op QuantizeLinear")

@@ -10,7 +10,9 @@ What lives here:
   (``qdq``) or QONNX ``Quant`` nodes (``qonnx``) around the float handlers;
 * :mod:`.onnx_export`- the driver: a TEST-phase net -> ``onnx.ModelProto``, checked;
 * :mod:`.integers`   - the integer codes and shifts of every quantized layer (.npz, C header);
-* :mod:`.onnx_import`- the CNN subset of ONNX back into a Caffe net and caffemodel.
+* :mod:`.onnx_import`- the CNN subset of ONNX back into a Caffe net and caffemodel;
+* :mod:`.quant_import`- Q/DQ and QONNX trims around Conv / ConvTranspose / Gemm / MatMul
+  found as Ristretto layers (the inverse of :mod:`.quant`) for the import.
 
 ``onnx`` is imported inside the functions that need it, so ``import ristretto_cli.export``
 stays cheap.

@@ -121,6 +121,7 @@ def export_net(net, fmt: str | None = None, opset: int | None = None, source: st
 
     expected: dict[str, tuple] = {}  # onnx tensor -> Caffe shape
     quant_meta: dict[str, dict] = {}
+    quant_nodes: dict[str, str] = {}  # ONNX node -> the Ristretto layer it belongs to (for the import)
     for i in kept:
         layer, bnames, tnames = net.layers[i], net.bottom_names[i], net.top_names[i]
         ttype = layer.type
@@ -149,7 +150,9 @@ def export_net(net, fmt: str | None = None, opset: int | None = None, source: st
             if fmt == "float":
                 outs = HANDLERS[FLOAT_OF[ttype]](site)
             else:
+                first = len(g.nodes)
                 outs = export_ristretto(site, fmt, list(bnames))
+                quant_nodes.update((n.name, layer.name) for n in g.nodes[first:])
         elif ttype in HANDLERS:
             outs = HANDLERS[ttype](site)
         else:
@@ -193,6 +196,8 @@ def export_net(net, fmt: str | None = None, opset: int | None = None, source: st
     model.ir_version = min(model.ir_version, _ir_version_for(opset))
     meta = {"source_prototxt": source or "", "net_name": net.name or "", "ristretto_version": __version__,
             "format": fmt, "quantization": json.dumps(quant_meta, sort_keys=True)}
+    if quant_nodes:
+        meta["quantization_nodes"] = json.dumps(quant_nodes, sort_keys=True)
     helper.set_model_props(model, meta)
     _check(model, expected, where, fmt)
     return OnnxExport(model, fmt, opset, notes, {i.name: net.blob_shapes[i.name] for i in g.inputs if

@@ -1,7 +1,9 @@
 """The CNN subset of ONNX back into a Caffe net: ``import_onnx(bytes) -> NetParameter``.
 
 One handler per ONNX op (the table ``IMPORTERS``); each appends Caffe layers (with
-their weights as blobs) for one node. Shapes come from ONNX shape inference, so
+their weights as blobs) for one node. Quantized models (Q/DQ, QONNX ``Quant``) are
+read by :mod:`.quant_import` first: the trims around a Conv / ConvTranspose / Gemm /
+MatMul become one Ristretto layer in that node's place. Shapes come from ONNX shape inference, so
 Flatten/Reshape become Caffe Reshape layers with explicit dimensions. Anything outside
 the subset is an error naming the node and its op.
 """
@@ -11,6 +13,7 @@ import numpy as np
 
 from ..errors import RistrettoError
 from ..proto import caffe_pb2
+from .quant_import import QuantGraph, is_quant, without_qonnx
 
 MIN_IMPORT_OPSET = 7
 
@@ -42,9 +45,9 @@ class Importer:
             raise self.error(node, f"input '{name}' is neither a graph input nor computed by a supported node")
         return self.blob[name]
 
-    def layer(self, node, type_: str, bottoms, top: str | None = None, suffix: str = ""):
+    def layer(self, node, type_: str, bottoms, top: str | None = None, suffix: str = "", name: str | None = None):
         lp = self.net.layer.add()
-        base = (node.name or node.output[0]) + suffix
+        base = name or ((node.name or node.output[0]) + suffix)
         name, i = base, 1
         while name in self.layer_names:
             name, i = f"{base}_{i}", i + 1
@@ -80,8 +83,17 @@ def _symmetric(imp, node, pads, n):
 
 
 def _conv(imp: Importer, node, transposed=False):
-    a = imp.attrs(node)
     w = imp.const(node, node.input[1], "weight")
+    b = imp.const(node, node.input[2], "bias") if len(node.input) > 2 and node.input[2] else None
+    lp = conv_layer(imp, node, w, b, imp.bottom(node, node.input[0]), transposed=transposed)
+    imp.finish(node, lp)
+
+
+def conv_layer(imp: Importer, node, w, b, bottom: str, top: str | None = None, transposed=False,
+               type_: str | None = None, name: str | None = None):
+    """The Caffe (De)Convolution layer of a Conv / ConvTranspose node with weights ``w`` and
+    bias ``b`` (None: no bias term)."""
+    a = imp.attrs(node)
     n = w.ndim - 2
     if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
         raise imp.error(node, f"auto_pad {a['auto_pad']!r} is not supported; give explicit pads")
@@ -90,7 +102,7 @@ def _conv(imp: Importer, node, transposed=False):
         raise imp.error(node, f"asymmetric pads {list(a['pads'])}: Caffe pads both sides equally")
     if transposed and any(a.get("output_padding", [0] * n)) or "output_shape" in a:
         raise imp.error(node, "output_padding / output_shape have no Caffe form")
-    lp = imp.layer(node, "Deconvolution" if transposed else "Convolution", [imp.bottom(node, node.input[0])])
+    lp = imp.layer(node, type_ or ("Deconvolution" if transposed else "Convolution"), [bottom], top, name=name)
     cp = lp.convolution_param
     group = int(a.get("group", 1))
     cp.num_output = w.shape[1] * group if transposed else w.shape[0]
@@ -101,11 +113,11 @@ def _conv(imp: Importer, node, transposed=False):
     if group != 1:
         cp.group = group
     imp.add_blob(lp, w)
-    if len(node.input) > 2 and node.input[2]:
-        imp.add_blob(lp, imp.const(node, node.input[2], "bias"))
+    if b is not None:
+        imp.add_blob(lp, b)
     else:
         cp.bias_term = False
-    imp.finish(node, lp)
+    return lp
 
 
 def _gemm(imp: Importer, node):
@@ -113,33 +125,69 @@ def _gemm(imp: Importer, node):
     if a.get("transA", 0):
         raise imp.error(node, "transA = 1 has no InnerProduct form")
     w = imp.const(node, node.input[1], "B") * np.float32(a.get("alpha", 1.0))
-    lp = imp.layer(node, "InnerProduct", [imp.bottom(node, node.input[0])])
-    ip = lp.inner_product_param
-    trans_b = bool(a.get("transB", 0))
-    ip.num_output = w.shape[0] if trans_b else w.shape[1]
-    if not trans_b:
-        ip.transpose = True
-    imp.add_blob(lp, w)
+    c = None
     if len(node.input) > 2 and node.input[2]:
         c = imp.const(node, node.input[2], "C") * np.float32(a.get("beta", 1.0))
-        imp.add_blob(lp, np.broadcast_to(c.reshape(-1), (ip.num_output,)))
+    lp = fc_layer(imp, node, w, c, imp.bottom(node, node.input[0]), transpose=not a.get("transB", 0))
+    imp.finish(node, lp)
+
+
+def fc_layer(imp: Importer, node, w, b, bottom: str, top: str | None = None, transpose=False, axis: int = 1,
+             type_: str = "InnerProduct", name: str | None = None):
+    """An InnerProduct layer: ``w`` is (num_output, K), or (K, num_output) with ``transpose``;
+    ``b`` broadcasts to (num_output,) (None: no bias term)."""
+    lp = imp.layer(node, type_, [bottom], top, name=name)
+    ip = lp.inner_product_param
+    ip.num_output = w.shape[1] if transpose else w.shape[0]
+    if transpose:
+        ip.transpose = True
+    if axis != 1:
+        ip.axis = axis
+    imp.add_blob(lp, w)
+    if b is not None:
+        imp.add_blob(lp, np.broadcast_to(np.asarray(b).reshape(-1), (ip.num_output,)))
     else:
         ip.bias_term = False
-    imp.finish(node, lp)
+    return lp
 
 
 def _matmul(imp: Importer, node):
     w = imp.const(node, node.input[1], "second input")
     if w.ndim != 2:
         raise imp.error(node, "only a 2-D constant second input is an InnerProduct")
-    shape = imp.shapes.get(node.input[0])
-    lp = imp.layer(node, "InnerProduct", [imp.bottom(node, node.input[0])])
-    ip = lp.inner_product_param
-    ip.num_output, ip.transpose, ip.bias_term = w.shape[1], True, False
-    if shape is not None and len(shape) > 2:
-        ip.axis = len(shape) - 1
-    imp.add_blob(lp, w)
+    lp = fc_layer(imp, node, w, None, imp.bottom(node, node.input[0]), transpose=True,
+                  axis=matmul_axis(imp, node))
     imp.finish(node, lp)
+
+
+def matmul_axis(imp: Importer, node) -> int:
+    """The InnerProduct axis of a MatMul: its first input's last axis."""
+    shape = imp.shapes.get(node.input[0])
+    return len(shape) - 1 if shape is not None and len(shape) > 2 else 1
+
+
+def ristretto_layer(imp: Importer, plan) -> None:
+    """The Ristretto layer of a quantized Conv / ConvTranspose / Gemm / MatMul (a
+    :class:`.quant_import.Plan`): trimmed input (in place), weights, bias, output."""
+    node = plan.node
+    inp = plan.inp
+    if inp.out in imp.blob:
+        bottom = imp.blob[inp.out]  # an earlier layer trimmed this blob already (idempotent)
+    else:
+        bottom = imp.bottom(node, inp.x)
+        imp.blob[inp.out] = bottom  # trimmed in place
+    top = plan.out.out
+    name = plan.layer_name if plan.layer_name and plan.layer_name not in imp.layer_names else None
+    b = plan.bias.values if plan.bias is not None else None
+    if plan.kind in ("conv", "deconv"):
+        deconv = plan.kind == "deconv"
+        lp = conv_layer(imp, node, plan.weight.values, b, bottom, top, transposed=deconv,
+                        type_="DeconvolutionRistretto" if deconv else "ConvolutionRistretto", name=name)
+    else:
+        lp = fc_layer(imp, node, plan.weight.values, b, bottom, top, transpose=plan.fc_transpose,
+                      axis=plan.fc_axis, type_="FcRistretto", name=name)
+    plan.config.to_proto(lp.quantization_param)
+    imp.blob[top] = top
 
 
 def _simple(type_, setter=None):
@@ -455,10 +503,12 @@ def import_onnx(data: bytes, where: str = "<onnx>"):
     if opset is None or not MIN_IMPORT_OPSET <= opset <= top:
         raise RistrettoError(f"{where}: opset {opset} is not supported; importable opsets are "
                              f"{MIN_IMPORT_OPSET}..{top}")
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    try:  # (QONNX's Quant as an Identity: ONNX's inference knows no QONNX op)
+        inferred = onnx.shape_inference.infer_shapes(without_qonnx(model), strict_mode=True)
     except Exception as exc:
         raise RistrettoError(f"{where}: ONNX shape inference fails: {' '.join(str(exc).split())[:300]}") from None
+    del inferred.graph.node[:]
+    inferred.graph.node.extend(model.graph.node)
     imp = Importer(inferred, where)
     for n in inferred.graph.node:
         if n.op_type == "Constant":
@@ -481,9 +531,18 @@ def import_onnx(data: bytes, where: str = "<onnx>"):
         lp.top.append(vi.name)
         lp.input_param.shape.add().dim.extend(int(d or 1) for d in shape)
         imp.blob[vi.name] = vi.name
-    for node in inferred.graph.node:
+    quantized = QuantGraph(imp, inferred, where)
+    quantized.find()
+    for index, node in enumerate(inferred.graph.node):
         if node.op_type == "Constant":
             continue
+        if index in quantized.plans:
+            ristretto_layer(imp, quantized.plans[index])
+            continue
+        if index in quantized.claimed:
+            continue
+        if is_quant(node):
+            raise quantized.unclaimed_error(index)
         if node.domain not in ("", "ai.onnx"):
             raise RistrettoError(f"{where}: node '{node.name or node.output[0]}' ({node.domain}.{node.op_type}) "
                                  f"is outside standard ONNX; importable ops: {', '.join(sorted(IMPORTERS))}")

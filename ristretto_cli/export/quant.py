@@ -40,6 +40,11 @@ def describe(cfg: QuantConfig) -> dict:
         return d
     d.update(bw_layer_in=cfg.bw_layer_in, fl_layer_in=cfg.fl_layer_in, bw_layer_out=cfg.bw_layer_out,
              fl_layer_out=cfg.fl_layer_out)
+    for key in ("is_unsigned_layer_in", "is_unsigned_layer_out"):  # our extensions, only when set
+        if getattr(cfg, key):
+            d[key] = True
+    if cfg.bw_bias is not None:
+        d.update(bw_bias=cfg.bw_bias, fl_bias=cfg.fl_bias)
     if cfg.precision == Precision.DYNAMIC_FIXED_POINT:
         d.update(bw_params=cfg.bw_params, fl_params=cfg.fl_params)
     else:
@@ -51,19 +56,24 @@ def _scale_exponent_ok(fl: int) -> bool:
     return -126 <= fl <= 126  # 2^-fl a normal float32
 
 
-def activation_type(bw: int, opset: int):
-    """The ONNX integer type whose saturation is exactly (bw)-bit two's complement, or the reason why none."""
+def activation_type(bw: int, opset: int, unsigned: bool = False):
+    """The ONNX integer type whose saturation is exactly (bw)-bit two's complement (or
+    unsigned: 0..2^bw - 1), or the reason why none."""
     from onnx import TensorProto
 
+    u = "u" if unsigned else ""
     if bw == 8:
-        return TensorProto.INT8, None
+        return (TensorProto.UINT8 if unsigned else TensorProto.INT8), None
     if bw == 16:
-        return (TensorProto.INT16, None) if opset >= 21 else (None, "int16 QuantizeLinear needs opset 21 or later")
+        return ((TensorProto.UINT16 if unsigned else TensorProto.INT16), None) if opset >= 21 else (
+            None, f"{u}int16 QuantizeLinear needs opset 21 or later")
     if bw == 4:
-        return (TensorProto.INT4, None) if opset >= 21 else (None, "int4 QuantizeLinear needs opset 21 or later")
-    return None, (f"QuantizeLinear saturates at its integer type's bounds (int8: -128..127), a {bw}-bit format "
-                  f"at {-(1 << (bw - 1))}..{(1 << (bw - 1)) - 1}; only 4 (opset >= 21), 8 and 16 (opset >= 21) "
-                  "bit activations have an exact Q/DQ form (use --format qonnx)")
+        return ((TensorProto.UINT4 if unsigned else TensorProto.INT4), None) if opset >= 21 else (
+            None, f"{u}int4 QuantizeLinear needs opset 21 or later")
+    lo, hi = (0, (1 << bw) - 1) if unsigned else (-(1 << (bw - 1)), (1 << (bw - 1)) - 1)
+    return None, (f"QuantizeLinear saturates at its integer type's bounds ({u}int8: "
+                  f"{'0..255' if unsigned else '-128..127'}), a {bw}-bit format at {lo}..{hi}; only 4 (opset >= "
+                  "21), 8 and 16 (opset >= 21) bit activations have an exact Q/DQ form (use --format qonnx)")
 
 
 def weight_container(bw: int, opset: int):
@@ -93,27 +103,29 @@ def check_exportable(s: Site, cfg: QuantConfig, fmt: str) -> None:
         raise s.error(f"rounding {r.name}: QuantizeLinear rounds half to even (NEAREST) only; use --format qonnx")
     if fmt == "qonnx" and r not in QONNX_ROUNDING:
         raise s.error(f"rounding {r.name} has no QONNX rounding_mode")
-    sites = [("in", cfg.bw_layer_in, cfg.fl_layer_in), ("out", cfg.bw_layer_out, cfg.fl_layer_out)]
+    sites = [("layer_in", cfg.bw_layer_in, cfg.fl_layer_in), ("layer_out", cfg.bw_layer_out, cfg.fl_layer_out)]
     if cfg.precision == Precision.DYNAMIC_FIXED_POINT:
         sites.append(("params", cfg.bw_params, cfg.fl_params))
+    if cfg.bw_bias is not None and len(s.params) > 1:
+        sites.append(("bias", cfg.bw_bias, cfg.fl_bias))
     for site, bw, fl in sites:
         if not _scale_exponent_ok(fl):
-            raise s.error(f"fl_{site if site == 'params' else 'layer_' + site} {fl}: the scale 2^{-fl} is not "
-                          "a normal float32")
-        if fmt == "qdq" and site != "params":
-            t, why = activation_type(bw, s.g.opset)
+            raise s.error(f"fl_{site} {fl}: the scale 2^{-fl} is not a normal float32")
+        if fmt == "qdq" and site.startswith("layer_"):
+            t, why = activation_type(bw, s.g.opset, getattr(cfg, f"is_unsigned_{site}"))
             if t is None:
-                raise s.error(f"bw_layer_{site} {bw}: {why}")
+                raise s.error(f"bw_{site} {bw}: {why}")
 
 
-def _activation(s: Site, x: str, bw: int, fl: int, cfg: QuantConfig, fmt: str, what: str) -> str:
+def _activation(s: Site, x: str, bw: int, fl: int, cfg: QuantConfig, fmt: str, what: str,
+                unsigned: bool = False) -> str:
     g = s.g
     scale = g.scalar(2.0 ** -fl)
     base = f"{s.name}/{what}"
     if fmt == "qonnx":
         return g.node("Quant", [x, scale, g.scalar(0.0), g.scalar(float(bw))], base, domain=QONNX_DOMAIN,
-                      signed=1, narrow=0, rounding_mode=QONNX_ROUNDING[cfg.rounding_scheme])[0]
-    t, _ = activation_type(bw, g.opset)
+                      signed=0 if unsigned else 1, narrow=0, rounding_mode=QONNX_ROUNDING[cfg.rounding_scheme])[0]
+    t, _ = activation_type(bw, g.opset, unsigned)
     zp = _zero_point(g, t)
     q = g.node("QuantizeLinear", [x, scale, zp], f"{base}_q")[0]
     return g.node("DequantizeLinear", [q, scale, zp], base)[0]
@@ -124,8 +136,7 @@ def _zero_point(g, onnx_type) -> str:
 
     key = ("zp", onnx_type)
     if key not in g._consts:
-        name = g.fresh(f"zero_point_{helper.tensor_dtype_to_np_dtype(onnx_type).name}"
-                       if onnx_type != 22 else "zero_point_int4")
+        name = g.fresh(f"zero_point_{helper.tensor_dtype_to_string(onnx_type).split('.')[-1].lower()}")
         g.initializers.append(helper.make_tensor(name, onnx_type, [], [0]))
         g._consts[key] = name
     return g._consts[key]
@@ -173,15 +184,19 @@ def export_ristretto(s: Site, fmt: str, in_blobs: list[str]) -> list[str]:
     # inputs: trimmed in place, so every later reader of the blob sees the trimmed tensor
     new_bottoms = []
     for blob, x in zip(in_blobs, s.bottoms):
-        t = _activation(s, x, cfg.bw_layer_in, cfg.fl_layer_in, cfg, fmt, f"{blob}_in")
+        t = _activation(s, x, cfg.bw_layer_in, cfg.fl_layer_in, cfg, fmt, f"{blob}_in", cfg.is_unsigned_layer_in)
         s.g.rebind_in_place(blob, t)
         new_bottoms.append(t)
     s.bottoms = new_bottoms
     trimmed = [np.asarray(layer.backend.to_numpy(a)) for a in layer.quantized_blobs(cfg, cfg.rounding_scheme)]
     s.params = trimmed
     if cfg.precision == Precision.DYNAMIC_FIXED_POINT:
-        for i in range(min(2, len(trimmed))):
-            s.param_tensors[i] = _int_param(s, trimmed[i], cfg.bw_params, cfg.fl_params, fmt, i)
+        s.param_tensors[0] = _int_param(s, trimmed[0], cfg.bw_params, cfg.fl_params, fmt, 0)
+    if len(trimmed) > 1:  # the bias: its own format, else the weights' (power of two: untouched, float)
+        if cfg.bw_bias is not None:
+            s.param_tensors[1] = _int_param(s, trimmed[1], cfg.bw_bias, cfg.fl_bias, fmt, 1)
+        elif cfg.precision == Precision.DYNAMIC_FIXED_POINT:
+            s.param_tensors[1] = _int_param(s, trimmed[1], cfg.bw_params, cfg.fl_params, fmt, 1)
     tops = HANDLERS[FLOAT_OF[layer.type]](s)
-    return [_activation(s, t, cfg.bw_layer_out, cfg.fl_layer_out, cfg, fmt, f"{blob}_out")
+    return [_activation(s, t, cfg.bw_layer_out, cfg.fl_layer_out, cfg, fmt, f"{blob}_out", cfg.is_unsigned_layer_out)
             for t, blob in zip(tops, s.tops)]
