@@ -379,6 +379,7 @@ def _quantized_golden_copy(tmp_path, shared, case, **changes):
     ("lenet_dfp", {"rounding_scheme": 4}, "qdq", "QuantizeLinear rounds half to even"),
     ("lenet_dfp", {"rounding_scheme": 1}, "qonnx", "STOCHASTIC rounding draws anew"),
     ("lenet_dfp", {"fl_layer_out": 200}, "qonnx", "is not a normal float32"),
+    ("lenet_dfp", {"bw_params": 1}, "qonnx", "bipolar"),
 ])
 def test_formats_that_onnx_cannot_express_exactly_are_refused_with_the_reason(
         tmp_path, capsys, shared, case, changes, fmt, expected):

@@ -111,6 +111,9 @@ def check_exportable(s: Site, cfg: QuantConfig, fmt: str) -> None:
     for site, bw, fl in sites:
         if not _scale_exponent_ok(fl):
             raise s.error(f"fl_{site} {fl}: the scale 2^{-fl} is not a normal float32")
+        if fmt == "qonnx" and bw == 1 and not (site.startswith("layer_") and getattr(cfg, f"is_unsigned_{site}")):
+            raise s.error(f"bw_{site} 1: QONNX reads a signed 1-bit Quant as the bipolar values +-scale; "
+                          f"Ristretto's 1-bit format is {{-1, 0}} * 2^-fl")
         if fmt == "qdq" and site.startswith("layer_"):
             t, why = activation_type(bw, s.g.opset, getattr(cfg, f"is_unsigned_{site}"))
             if t is None:
