@@ -95,6 +95,37 @@ def get_backend(gpu: int | None = None, seed: int | None = None) -> Backend:
     return Backend(cupy, seed, device=gpu)
 
 
+_modules: dict = {}
+
+
+def cuda_module(source: str, options: tuple = ()):
+    """The CUDA C ``source`` compiled by CuPy (``cupy.RawModule``) for the current device,
+    cached per (source, options, device): the first call compiles (NVRTC, and CuPy's disk
+    cache), later calls return the same module. No fast-math unless ``options`` say so."""
+    import cupy
+
+    key = (source, tuple(options), cupy.cuda.Device().id)
+    module = _modules.get(key)
+    if module is None:
+        module = _modules[key] = cupy.RawModule(code=source, options=tuple(options))
+    return module
+
+
+def cuda_available() -> tuple[bool, str]:
+    """(True, "") when CuPy imports and sees a CUDA device, else (False, why not), in words."""
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a broken CUDA install
+        return False, f"CuPy is not installed ({type(exc).__name__}: {exc})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # pragma: no cover - depends on the machine (no driver, no device)
+        return False, f"no CUDA device ({' '.join(str(exc).split())})"
+    if count < 1:  # pragma: no cover - depends on the machine
+        return False, "no CUDA device"
+    return True, ""
+
+
 def cuda_devices(ids=None) -> list[dict]:
     """The CUDA devices CuPy sees, like Caffe's ``device_query``: for each of ``ids`` (all
     when None) its id, name, compute capability, total memory in bytes, multiprocessors and

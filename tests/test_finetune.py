@@ -295,3 +295,50 @@ def test_the_solver_weights_field_is_loaded_unless_weights_or_snapshot_say_other
     missing = setup(name="missing_weights.prototxt", extra='weights: "start.caffemodel, nope.caffemodel"')
     code, out, err = run_cli(["finetune", "--solver", missing], capsys)
     assert code == 2 and "nope.caffemodel" in err and missing in err and "\n" not in err.strip()
+
+
+# -- solver_mode: GPU (Caffe's rule: --gpu wins, else the solver file's mode and device_id) --
+
+def test_solver_mode_gpu_without_cupy_trains_on_the_cpu_with_a_notice(setup, capsys, monkeypatch):
+    import ristretto_cli.backend as backend
+
+    monkeypatch.setattr(backend, "cuda_available", lambda: (False, "CuPy is not installed (fake)"))
+    solver = setup(extra="solver_mode: GPU\ndevice_id: 1")
+    code, out, err = run_cli(["finetune", "--solver", solver], capsys)
+    assert code == 0, err
+    notice = [line for line in err.splitlines() if "solver_mode GPU" in line]
+    assert len(notice) == 1 and "needs CuPy" in notice[0] and "running on the CPU" in notice[0], err
+    assert "Optimization done" in out
+
+
+def test_solver_mode_gpu_picks_device_id_unless_gpu_is_given(monkeypatch):
+    import ristretto_cli.backend as backend
+    from ristretto_cli.proto import caffe_pb2
+    from ristretto_cli.solvers.solver import solver_device
+
+    monkeypatch.setattr(backend, "cuda_available", lambda: (True, ""))
+    p = caffe_pb2.SolverParameter()
+    assert solver_device(p, None) == (None, None)            # solver_mode unset: the CPU (Caffe checks has_)
+    p.solver_mode = caffe_pb2.SolverParameter.GPU
+    assert solver_device(p, None)[0] == 0                    # device_id unset: device 0
+    p.device_id = 3
+    device, notice = solver_device(p, None, "s.prototxt")
+    assert device == 3 and "CUDA device 3" in notice
+    assert solver_device(p, 1) == (1, None)                  # --gpu wins
+    assert solver_device(p, -1) == (-1, None)                # --gpu -1: the CPU
+    p.solver_mode = caffe_pb2.SolverParameter.CPU
+    assert solver_device(p, None) == (None, None)
+    monkeypatch.setattr(backend, "cuda_available", lambda: (False, "no CUDA device"))
+    p.solver_mode = caffe_pb2.SolverParameter.GPU
+    device, notice = solver_device(p, None, "s.prototxt")
+    assert device is None and notice.startswith("s.prototxt: solver_mode GPU needs CuPy")
+
+
+def test_gpu_minus_one_overrides_solver_mode_gpu(setup, capsys, monkeypatch):
+    import ristretto_cli.backend as backend
+
+    monkeypatch.setattr(backend, "cuda_available", lambda: (True, ""))    # would pick the GPU otherwise
+    solver = setup(extra="solver_mode: GPU")
+    code, out, err = run_cli(["finetune", "--solver", solver, "--gpu", "-1"], capsys)
+    assert code == 0, err
+    assert "solver_mode GPU" not in err

@@ -31,7 +31,7 @@ def _file_name(layer: str, top: str) -> str:
     return f"{layer.replace('/', '_').replace(' ', '_')}__{top.replace('/', '_').replace(' ', '_')}.npy"
 
 
-def _run_case(shared_path, case, variant):
+def _run_case(shared_path, case, variant, backend=None):
     Net, read_net, Backend, TEST = _imports()
     folder = shared_path("golden", case)
     expected_dir = folder / f"expected_{variant}"
@@ -45,7 +45,8 @@ def _run_case(shared_path, case, variant):
                         "activations untrimmed; only its dynamic fixed point tie rule is modelled here")
         for lp in ristretto:
             lp.quantization_param.rounding_scheme = Rounding.NEAREST_TIES_AWAY
-    net = Net(param, phase=TEST, backend=Backend(np))
+    backend = backend or Backend(np)
+    net = Net(param, phase=TEST, backend=backend)
     net.load_weights([str(folder / "weights.caffemodel")])
     inputs = {p.name[len("input_"):-len(".npy")]: np.load(p).copy() for p in sorted(folder.glob("input_*.npy"))}
 
@@ -55,7 +56,10 @@ def _run_case(shared_path, case, variant):
         for name, arr in zip(top_names, tops):
             snapshots[_file_name(layer.name, name)] = np.array(arr, copy=True)
 
-    net.forward(inputs, on_layer=on_layer)
+    def on_layer_host(index, layer, top_names, tops):
+        on_layer(index, layer, top_names, [backend.to_numpy(t) for t in tops])
+
+    net.forward({k: backend.asarray(v) for k, v in inputs.items()}, on_layer=on_layer_host)
     return net, snapshots, expected_dir
 
 
@@ -71,7 +75,22 @@ def _compare(got, want, what):
 @pytest.mark.parametrize("variant", ["gpusem", "cpu"])
 @pytest.mark.parametrize("case", CASES)
 def test_golden_case(shared, case, variant):
-    net, snapshots, expected_dir = _run_case(shared, case, variant)
+    _check_case(shared, case, variant)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", CASES)
+def test_golden_case_on_the_gpu(shared, case):
+    """The original's GPU semantics on our CuPy path (the fused trim.cu kernels), bit for bit."""
+    from conftest import CUPY, GPU_REQUESTED, NO_CUPY_REASON, make_backend
+
+    if CUPY is None and not GPU_REQUESTED:
+        pytest.skip(f"CuPy backend: {NO_CUPY_REASON}")
+    _check_case(shared, case, "gpusem", make_backend("cupy"))
+
+
+def _check_case(shared, case, variant, backend=None):
+    net, snapshots, expected_dir = _run_case(shared, case, variant, backend)
     manifest = json.loads((expected_dir.parent / "manifest.json").read_text())
     files = sorted(p.name for p in expected_dir.glob("*.npy"))
     assert files, f"no expected arrays in {expected_dir}"
@@ -80,7 +99,7 @@ def test_golden_case(shared, case, variant):
         want = np.load(expected_dir / name)
         if name.startswith("final__"):
             blob = name[len("final__"):-len(".npy")]
-            _compare(np.asarray(net.blobs[blob]), want, f"{case}/{variant} {name}")
+            _compare(net.backend.to_numpy(net.blobs[blob]), want, f"{case}/{variant} {name}")
             checked += 1
         elif name in snapshots:
             _compare(snapshots[name], want, f"{case}/{variant} {name}")

@@ -42,7 +42,7 @@ MAY_IMPORT = {
     "backend": {"errors"},
     "caffe": {"errors", "proto"},
     "data": {"caffe", "errors", "progress", "proto"},
-    "formats": {"backend", "errors", "proto"},
+    "formats": {"backend", "errors", "kernels", "proto"},  # kernels: trim.cu for CuPy arrays
     "layers": {"backend", "caffe", "errors", "data", "formats", "proto"},  # caffe: InfogainLoss's H file
     "net": {"backend", "caffe", "errors", "layers", "proto"},
     "quantize": {"backend", "caffe", "cost", "errors", "formats", "layers", "net", "progress", "proto"},

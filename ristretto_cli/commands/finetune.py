@@ -8,9 +8,8 @@ import click
 from . import ui
 from .options import gpu_option, level_option, split_stages, stage_option
 from ..errors import RistrettoError
-from ..proto import caffe_pb2
 from ..solvers.signals import EFFECTS
-from ..solvers.solver import Solver
+from ..solvers.solver import Solver, solver_device
 
 
 def _summary(solver: Solver, result, solver_path: str) -> list[str]:
@@ -68,12 +67,14 @@ def finetune(solver_path, weights, snapshot, gpu, trim_activations, snapshot_pre
     for w in (weights or "").split(","):
         if w and not os.path.isfile(w):
             raise RistrettoError(f"{w}: no such weights file (--weights)")
-    device = gpu
     from ..caffe.prototxt import read_solver
 
     param = read_solver(solver_path)
-    if device is None and param.HasField("solver_mode") and param.solver_mode == caffe_pb2.SolverParameter.GPU:
-        ui.log(f"{solver_path}: solver_mode GPU; running on the CPU (pass --gpu ID to use CUDA)")
+    if gpu is None and click.get_current_context().get_parameter_source("gpu") == click.core.ParameterSource.COMMANDLINE:
+        gpu = -1                                              # --gpu -1: the CPU, whatever the solver says
+    device, notice = solver_device(param, gpu, solver_path)   # Caffe's rule: --gpu, else solver_mode
+    if notice:
+        ui.log(notice)
     with ui.progress_callback("finetune") as on_progress:
         solver = Solver(param, source=solver_path, gpu=device, level=level,
                         stages=split_stages(stages), snapshot_prefix=snapshot_prefix, log=ui.log,

@@ -6,8 +6,9 @@ What lives here: :mod:`.rounding` (rounding schemes, integer rounding),
 its trim sites: ``trim_activation(x, INPUT | OUTPUT, out=)``, ``trim_weights``,
 ``trim_bias``).
 
-What it may import: ``errors``, ``backend`` (which array module) and ``proto`` (only to write a QuantizationParameter),
-nothing else of the package. The Ristretto layers that use these formats live in
+What it may import: ``errors``, ``backend`` (which array module), ``proto`` (only to write a QuantizationParameter)
+and ``kernels`` (the CUDA source :mod:`.gpu` launches on float32 CuPy arrays), nothing else of the package.
+:mod:`.counter_rng` is a counter-based generator (Philox4x32-10) whose draws the kernels repeat. The Ristretto layers that use these formats live in
 :mod:`ristretto_cli.layers.ristretto` (layers -> formats, never the other way).
 """
 from ..backend import array_module  # re-exported: formats take arrays of either module
@@ -15,9 +16,10 @@ from .config import INPUT, OUTPUT, Precision, QuantConfig
 from .trim import (fixed_point_grid, minifloat_bias, minifloat_max, minifloat_min, trim_fixed_point,
                       trim_minifloat, trim_pow2)
 from .rounding import FormatError, Rounding, round_to_integer
+from .counter_rng import CounterRNG
 
 __all__ = [
-    "FormatError", "INPUT", "OUTPUT", "Precision", "QuantConfig", "Rounding", "array_module", "fixed_point_grid",
+    "CounterRNG", "FormatError", "INPUT", "OUTPUT", "Precision", "QuantConfig", "Rounding", "array_module", "fixed_point_grid",
     "minifloat_bias", "minifloat_max", "minifloat_min", "round_to_integer", "trim_fixed_point",
     "trim_minifloat", "trim_pow2",
 ]

@@ -8,6 +8,12 @@ are trimmed to the same values and stay float64. Rounding ``R`` is one of
 
 These follow the original's CUDA kernels (the path the paper's numbers came
 from), which ``../shared/golden`` reproduces bit for bit.
+
+A float32 CuPy array goes to the fused CUDA kernels of ``kernels/trim.cu`` (through
+:mod:`.gpu`), which compute exactly what the NumPy code here computes: this module is
+their twin. STOCHASTIC rounding takes any generator with ``random(size, dtype)``; a
+:class:`~.counter_rng.CounterRNG` makes the draws a function of (seed, call, element),
+the same on the CPU and in the kernels.
 """
 from __future__ import annotations
 
@@ -96,6 +102,13 @@ def minifloat_min(mant_bits: int, exp_bits: int) -> float:
 
 
 # -- the formats -------------------------------------------------------------
+
+def _gpu():
+    """The CUDA kernels' module (:mod:`.gpu`), imported on first use by a CuPy array."""
+    from . import gpu
+
+    return gpu
+
 
 def _float_input(x):
     xp = array_module(x)
@@ -189,6 +202,11 @@ def trim_fixed_point(x, bw: int, fl: int, rounding=Rounding.NEAREST, rng=None, o
     rounding = as_rounding(rounding)
     xp, x = _float_input(x)
     bw, fl = int(bw), int(fl)
+    if not is_numpy(xp):
+        out = _check_out(x, out, xp) if out is not None else None
+        if _gpu().handles(x):
+            return _gpu().trim_fixed_point(x, bw, fl, rounding, rng, out)
+        rng = _gpu().device_rng(rng, xp)
     hi = x.dtype.type((2.0 ** (bw - 1) - 1) * 2.0 ** -fl)
     lo = x.dtype.type(-(2.0 ** (bw - 1)) * 2.0 ** -fl)
     out = _check_out(x, out, xp)
@@ -235,6 +253,11 @@ def trim_fixed_point_unsigned(x, bw: int, fl: int, rounding=Rounding.NEAREST, rn
     rounding = as_rounding(rounding)
     xp, x = _float_input(x)
     bw, fl = int(bw), int(fl)
+    if not is_numpy(xp):
+        out = _check_out(x, out, xp) if out is not None else None
+        if _gpu().handles(x):
+            return _gpu().trim_fixed_point_unsigned(x, bw, fl, rounding, rng, out)
+        rng = _gpu().device_rng(rng, xp)
     hi = x.dtype.type((2.0 ** bw - 1) * 2.0 ** -fl)
     out = _check_out(x, out, xp)
     with _quiet(xp):
@@ -268,6 +291,11 @@ def trim_minifloat(x, mant_bits: int, exp_bits: int, rounding=Rounding.NEAREST, 
     rounding = as_rounding(rounding)
     xp, x = _float_input(x)
     m, e = int(mant_bits), int(exp_bits)
+    if not is_numpy(xp):
+        out = _check_out(x, out, xp) if out is not None else None
+        if _gpu().handles(x):
+            return _gpu().trim_minifloat(x, m, e, rounding, rng, saturate_after_rounding, out)
+        rng = _gpu().device_rng(rng, xp)
     out = _check_out(x, out, xp)
     if rounding != Rounding.NEAREST or x.dtype != xp.float32:
         out[...] = _minifloat_formula(x, m, e, rounding, rng, saturate_after_rounding, xp)
@@ -361,6 +389,10 @@ def trim_pow2(x, exp_min: int, exp_max: int, rounding=Rounding.NEAREST, rng=None
     check_pow2(exp_min, exp_max)
     rounding = as_rounding(rounding)
     xp, x = _float_input(x)
+    if not is_numpy(xp):
+        if _gpu().handles(x):
+            return _gpu().trim_pow2(x, int(exp_min), int(exp_max), rounding, rng)
+        rng = _gpu().device_rng(rng, xp)
     with _quiet(xp):
         e = xp.log2(xp.abs(x.astype(xp.float32)))
         e = round_to_integer(e, rounding, xp, rng)

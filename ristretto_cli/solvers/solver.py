@@ -32,6 +32,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .. import backend as _backend
 from ..backend import Backend, get_backend
 from ..caffe.caffemodel import write_caffemodel
 from ..caffe.prototxt import read_net, read_solver, resolve_path
@@ -86,6 +87,24 @@ def _fmt_duration(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def solver_device(param, gpu: int | None, where: str = "solver") -> tuple[int | None, str | None]:
+    """The device to train on and a one-line notice (or None), by Caffe's rule (``caffe
+    train``): ``gpu`` (the --gpu flag, -1 for the CPU) wins; without it, a solver file that
+    sets ``solver_mode: GPU`` trains on ``device_id`` (0 when unset), and any other on the
+    CPU. Most solver files of the Caffe era say ``solver_mode: GPU``: where CuPy or a CUDA
+    device is missing they train on the CPU, with a notice, rather than fail."""
+    if gpu is not None:
+        return gpu, None
+    if not (param.HasField("solver_mode") and param.solver_mode == caffe_pb2.SolverParameter.GPU):
+        return None, None
+    device = int(param.device_id) if param.HasField("device_id") else 0
+    ok, why = _backend.cuda_available()
+    if not ok:
+        return None, (f"{where}: solver_mode GPU needs CuPy and a CUDA device ({why}); "
+                      f"running on the CPU")
+    return device, f"{where}: solver_mode GPU; running on CUDA device {device} (--gpu -1 for the CPU)"
 
 
 class Solver:
