@@ -316,26 +316,40 @@ def stored_arrays(caffemodel) -> dict[str, list[np.ndarray]]:
             for lp in caffemodel.layer if len(lp.blobs)}
 
 
+def _copy_except(src, dst, skip: str) -> None:
+    """Copy every set field of message ``src`` but ``skip`` into the empty ``dst``."""
+    for field, value in src.ListFields():
+        if field.name == skip:
+            continue
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+        if repeated:
+            getattr(dst, field.name).extend(value)
+        elif field.type == field.TYPE_MESSAGE:
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
+
+
 def folded_caffemodel(caffemodel, folded: Folded) -> "caffe_pb2.NetParameter":
     """``caffemodel`` without the folded layers and with the new weights (and tops) of the
-    layers folded into; every other stored blob is kept as it was stored."""
-    out = caffe_pb2.NetParameter()
-    out.CopyFrom(caffemodel)
+    layers folded into; every other stored blob is kept as it was stored. Each kept blob is
+    copied once (ResNet-50's 100 MB: copying the whole message twice more cost seconds)."""
     removed = folded.removed
     tops = {f.into: f.top for f in folded.folds}
-    keep = [lp for lp in out.layer if lp.name not in removed]
     kept = caffe_pb2.NetParameter()
-    kept.CopyFrom(out)
-    del kept.layer[:]
-    for lp in keep:
+    _copy_except(caffemodel, kept, "layer")
+    for lp in caffemodel.layer:
+        if lp.name in removed:
+            continue
         new = kept.layer.add()
-        new.CopyFrom(lp)
-        if lp.name in folded.weights:
-            del new.blobs[:]
-            for arr in folded.weights[lp.name]:
-                array_to_blob(arr, new.blobs.add())
-            if lp.name in tops and len(new.top) == 1:
-                new.top[0] = tops[lp.name]
+        if lp.name not in folded.weights:
+            new.CopyFrom(lp)
+            continue
+        _copy_except(lp, new, "blobs")
+        for arr in folded.weights[lp.name]:
+            array_to_blob(arr, new.blobs.add())
+        if lp.name in tops and len(new.top) == 1:
+            new.top[0] = tops[lp.name]
     return kept
 
 
