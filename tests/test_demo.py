@@ -27,3 +27,19 @@ def test_demo_library_scores(tmp_path):
     assert 0.0 <= r.quantized_accuracy <= 1.0
     assert r.finetuned_accuracy >= r.quantized_accuracy - 0.02
     assert set(r.chosen) >= {"conv_params", "fc_params", "activations"}
+
+
+def test_demo_with_signed_activations_keeps_8_bit_activations(tmp_path):
+    """The README's claim: with our sign-aware rule the demo's activations work at 8 bits
+    (the original's rule fails them even at 16: the 0..1 pixels get no sign bit)."""
+    import json
+
+    from ristretto_cli.demo import run_demo
+
+    r = run_demo(tmp_path, train_iters=1500, finetune_iters=20, log=lambda *_: None, activation_range="signed")
+    assert r.chosen["activations"] <= 8
+    # each category passed the 1 % margin alone; the combination (never re-checked, as in the
+    # original) loses a little more: the README quotes 0.969 against 0.98
+    assert r.quantized_accuracy >= r.float_accuracy - 0.02
+    settings = json.loads((tmp_path / "quantize_report.json").read_text())["settings"]
+    assert settings["activation_range"] == "signed"

@@ -82,8 +82,11 @@ def _accuracy(model: Path, weights: Path) -> float:
 def run_demo(workdir: str | Path = "runs/demo", train_iters: int = 1500, finetune_iters: int = 500,
              error_margin: float = 1.0, trimming_mode: str = "dynamic_fixed_point",
              log: Callable[[str], None] | None = None, on_progress: Callable | None = None,
-             on_quantized: Callable | None = None) -> DemoResult:
+             on_quantized: Callable | None = None, activation_range: str = "original") -> DemoResult:
     """Train, quantize, fine-tune and score (see the module docstring). Prints nothing.
+
+    ``activation_range``: the quantize search's (``original`` is the original's rule, whose
+    0..1 input pixels get no sign bit; ``signed`` / ``unsigned`` are ours).
 
     ``log(line)``: the steps and the solvers' training log (default: this module's logger,
     INFO). ``on_progress(task, done, total, info)``: progress of the tasks "finetune"
@@ -117,7 +120,7 @@ def run_demo(workdir: str | Path = "runs/demo", train_iters: int = 1500, finetun
     log(f"[2/4] quantize: searching {trimming_mode} word widths within {error_margin}% of {float_acc:.4f}")
     quantized = workdir / "digits_quantized.prototxt"
     outcome = quantize(str(model), str(float_weights), str(quantized), trimming_mode,
-                       iterations=TEST_DIGITS // 50, error_margin=error_margin,
+                       iterations=TEST_DIGITS // 50, error_margin=error_margin, activation_range=activation_range,
                        report=str(workdir / "quantize_report.json"), on_progress=progress("quantize"))
     if on_quantized is not None:
         on_quantized(outcome)
