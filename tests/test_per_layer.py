@@ -8,7 +8,8 @@ import pytest
 
 from ristretto_cli.quantize import choose, per_layer
 from ristretto_cli.quantize.observe import IntegerLengths
-from ristretto_cli.quantize.per_layer import ACTIVATIONS, PARAMS, LayerSpec, ladder, lower, search_per_layer
+from ristretto_cli.quantize.per_layer import (ACTIVATIONS, PARAMS, LayerSpec, higher, ladder, lower,
+                                              search_per_layer)
 from ristretto_cli.quantize.rewrite import Candidate, changed_layers, dfp, rewrite_net
 from tests.test_quantize import (LENGTHS, TINY_BATCHES, _cli, _independent_score, _lenet_like, _qp_fields,  # noqa: F401
                                  tiny)
@@ -137,9 +138,66 @@ def test_sensitivities_are_measured_once_per_layer_and_part_and_prune_the_greedy
     assert choose.within_margin(res.final_score, 1.0, 1.0)
 
 
-def test_a_start_outside_the_margin_stays_as_it_is():
-    res = _search(lambda c: 0.5, start_score=0.5)
+def test_higher_steps_up_the_ladder_not_above_the_largest_width():
+    assert higher(8, ladder()) == 12 and higher(12, ladder()) == 16 and higher(16, ladder()) is None
+    assert higher(32, ladder()) is None and higher(5, ladder()) == 6
+    assert higher(8, ladder(), max_width=8) is None and higher(6, ladder(), max_width=8) == 8
+
+
+def test_a_start_outside_the_margin_that_no_step_up_repairs_stays_as_it_is():
+    asked = []
+
+    def flat(c):
+        asked.append(c)
+        return 0.5
+
+    res = _search(flat, start_score=0.5)
     assert res.final == res.start and res.final_score == 0.5 and not res.accepted
+    assert res.start_within_margin is False and res.repaired is False
+    assert res.base == res.start
+    assert res.chosen == {l.name: {PARAMS: 8, ACTIVATIONS: 8} for l in LAYERS}
+    # it raised until nothing could be raised (every part 8 -> 12 -> 16: 12 steps up), all equal: the
+    # cheapest first (ip1, the fewest multiply-accumulates; its weights before its activations in file order)
+    assert len(res.repair) == 12 and (res.repair[0].layer, res.repair[0].part, res.repair[0].width) == \
+        ("ip1", PARAMS, 12)
+    assert all(s.phase == "repair" and s.width <= 16 for s in res.steps)
+    assert len(asked) == len(set(asked)) == len(res.steps)
+    # never above the global search's largest width
+    res = search_per_layer(flat, _costs(MACS), dfp(8, 8, 8), 0.5, LAYERS, 1.0, 2.0, ladder(), "bitops",
+                           max_width=12)
+    assert len(res.repair) == 6 and all(s.width == 12 for s in res.steps) and res.repaired is False
+
+
+def test_a_start_outside_the_margin_is_repaired_then_narrowed():
+    # conv1's activations want 12 bits: G (all 8) loses 1.6 % there, outside a 1 % margin
+    scorer = Scorer({"conv1": (2, 12), "conv2": (4, 4), "ip1": (2, 2)})
+    g = dfp(8, 8, 8)
+    res = _search(scorer, margin=1.0, start_score=1.0 - 0.016)
+    assert not choose.within_margin(res.start_score, 1.0, 1.0)
+    assert res.start_within_margin is False and res.repaired is True
+    # every step up from G scored once; the best (conv1's activations to 12) taken, and that was enough
+    repair = [s for s in res.steps if s.phase == "repair"]
+    assert [(s.layer, s.part, s.width) for s in repair] == \
+        [(n, part, 12) for n in ("conv1", "conv2", "ip1") for part in (PARAMS, ACTIVATIONS)]
+    assert [(s.layer, s.part, s.width) for s in res.repair] == [("conv1", ACTIVATIONS, 12)]
+    assert res.base == res.repair[0].candidate and res.base_score == 1.0
+    assert res.steps.index(repair[-1]) == 5      # the repair came first
+    # then the descent from the repaired configuration: every other part narrowed, conv1's activations kept
+    assert res.accepted and choose.within_margin(res.final_score, 1.0, 1.0)
+    assert res.chosen["conv1"][ACTIVATIONS] == 12
+    assert res.chosen["ip1"] == {PARAMS: 2, ACTIVATIONS: 2} and max(res.chosen["conv2"].values()) < 8
+    total = lambda c: sum(_costs(MACS)(c).values())  # noqa: E731
+    assert total(res.final) < total(res.start)
+    # lowering conv1's activations back to 8 from R is G: known, not scored again
+    assert len(scorer.asked) == len(set(scorer.asked)) == len(res.steps)
+    assert replace(g, layers=res.start.layers) not in scorer.asked
+    assert res.sensitivities["conv1"][ACTIVATIONS][0] == (8, pytest.approx(0.984), False)
+
+
+def test_a_start_within_the_margin_needs_no_repair():
+    res = _search(Scorer({"conv1": (8, 8), "conv2": (8, 8), "ip1": (2, 2)}))
+    assert res.start_within_margin is True and res.repaired is True and not res.repair
+    assert res.base == res.start and not [s for s in res.steps if s.phase == "repair"]
 
 
 def test_on_base_hears_the_start_then_each_accepted_step():
@@ -207,6 +265,29 @@ def test_tiny_per_layer_beats_global_within_the_margin(tiny, cache):
         ev = next(e for e in rep["evaluations"] if e["label"] == st["label"])
         cand = Candidate(**ev["config"])
         assert mean_score(_independent_score(model, weights, cand, lengths, TINY_BATCHES)) == st["score"]
+
+
+def test_tiny_original_range_global_outside_the_margin_tries_a_repair(tiny):
+    from ristretto_cli.quantize.report import per_layer_table
+
+    model, weights, d = tiny
+    # with the original's activation range G is outside the margin; its activations stay float (32:
+    # nothing to raise), and raising conv1's weights does not bring it back: G is kept, as the original's
+    g = _quantize(tiny, "gorig")
+    assert not choose.within_margin(g.result.final_score, g.result.baseline, 2.0)
+    p = _quantize(tiny, "porig", search="per-layer")
+    sec = p.report["per_layer"]
+    assert sec["start_within_margin"] is False and sec["repaired"] is False
+    assert p.result.final_score == g.result.final_score and sec["per_layer"]["label"] == sec["global"]["label"]
+    assert sec["repair"] and all(st["phase"] == "repair" for st in sec["steps"])
+    assert [st["label"] for st in sec["repair"]] == [st["label"] for st in sec["steps"]]
+    assert not sec["accepted"]
+    top = max(choose.DFP_WIDTHS)
+    for st in sec["repair"]:
+        assert st["width"] <= top and not st["passed"]
+        assert any(e["label"] == st["label"] for e in p.report["evaluations"])
+    rows = per_layer_table(sec)[2]
+    assert rows[-1][0] == "repair" and "global kept" in rows[-1][-1]
 
 
 def test_tiny_per_layer_candidates_start_where_they_leave_the_base(tiny):

@@ -444,7 +444,10 @@ def refine(p: Plan, o: Observation, steps: Steps, result: SearchResult) -> per_l
     names = [l.name for l in specs]
     widths = per_layer_ladder(s)
     below = sum(len([w for w in widths if w < x]) for l in specs for x in (l.params, l.activations))
-    steps.total = steps.done + int(s.iterations) * (2 * below + 2 * len(specs) + 1)  # an upper bound
+    top = max(s.widths or DFP_WIDTHS)
+    above = sum(len([w for w in widths if x < w <= top]) for l in specs for x in (l.params, l.activations))
+    steps.total = steps.done + int(s.iterations) * (2 * below + 2 * len(specs) + 1  # an upper bound
+                                                    + 2 * len(specs) * above)
     use_reference = _reference_fits(o, s, names, 3)
     # the global search's combination kept its blobs (search()): the start, when it is that net;
     # its blobs stay for the widths scored alone from it during the greedy
@@ -471,10 +474,11 @@ def refine(p: Plan, o: Observation, steps: Steps, result: SearchResult) -> per_l
 
     costs = objective_costs(p.float_net, p.param, o.lengths, s.objective)
     res = per_layer.search_per_layer(evaluate, lambda c: costs(extend(c, s)), result.final, result.final_score,
-                                     specs, result.baseline, s.error_margin, widths, s.objective, on_base)
+                                     specs, result.baseline, s.error_margin, widths, s.objective, on_base,
+                                     max_width=max(s.widths or DFP_WIDTHS))
     state.clear()
-    res.start, res.final = extend(res.start, s), extend(res.final, s)
-    for step in res.steps + res.accepted:
+    res.start, res.final, res.base = extend(res.start, s), extend(res.final, s), extend(res.base, s)
+    for step in res.steps + res.accepted + res.repair:
         step.candidate = extend(step.candidate, s)
     steps.total = steps.done
     return res
@@ -502,6 +506,9 @@ def per_layer_json(p: Plan, o: Observation, res: per_layer.PerLayerResult, secon
     return {"objective": res.objective, "widths": res.widths,
             "global": {"score": res.start_score, "label": res.start.label(), **before.summary()},
             "per_layer": {"score": res.final_score, "label": res.final.label(), **after.summary()},
+            "start_within_margin": res.start_within_margin, "repaired": res.repaired,
+            "repair": [st.to_json() for st in res.repair],
+            "base": {"score": res.base_score, "label": res.base.label()},
             "layers": layers, "steps": [st.to_json() for st in res.steps],
             "accepted": [st.to_json() for st in res.accepted],
             "scored": len(res.steps), "wall_s": seconds}

@@ -133,6 +133,11 @@ def per_layer_table(section: dict) -> tuple[str, list[str], list[list]]:
     g, p = section["global"], section["per_layer"]
     rows.append([f"total {obj}", "", "", "", "", f"{g[figure]:,.0f} -> {p[figure]:,.0f}"])
     rows.append(["score", "", "", "", "", f"{g['score']:.6g} -> {p['score']:.6g}"])
+    if section.get("start_within_margin") is False:
+        taken = ", ".join(f"{r['layer']} {'weights' if r['part'] == 'params' else 'activations'} -> {r['width']}"
+                          for r in section.get("repair", []))
+        rows.append(["repair", "", "", "", "", f"global outside the margin; raised {taken or 'nothing'}"
+                     + ("" if section.get("repaired") else "; no step up brought it within: global kept")])
     return (f"Per-layer search (objective {obj}; widths {', '.join(map(str, section['widths']))})",
             ["layer", "global w / a", "per-layer w / a", "weights alone (width:score)",
              "activations alone (width:score)", obj], rows)
