@@ -345,6 +345,23 @@ def test_tiny_search_scores_and_choices_match_plain_evaluation(tiny):
 
 
 @pytest.mark.parametrize("mode", ["dynamic_fixed_point", "minifloat", "integer_power_of_2_weights"])
+def test_a_final_net_decided_early_is_scored_in_full(tiny, mode):
+    """With a 100 % margin every candidate passes after its first batch (even a zero
+    remainder stays within it), the final one too: its score is still the mean over every
+    batch, the same as without early stopping."""
+    from ristretto_cli.quantize.procedure import quantize
+
+    model, weights, d = tiny
+    reps = {early: quantize(model, weights, str(d / f"all_pass_{mode}_{early}.prototxt"), mode,
+                            iterations=TINY_BATCHES, error_margin=100.0, early_stop=early).report
+            for early in (True, False)}
+    a, b = reps[True], reps[False]
+    assert a["chosen"] == b["chosen"] and a["final"]["score"] == b["final"]["score"]
+    if mode != "integer_power_of_2_weights":  # its one candidate is the final net
+        assert a["batches_saved"] > 0
+
+
+@pytest.mark.parametrize("mode", ["dynamic_fixed_point", "minifloat", "integer_power_of_2_weights"])
 def test_tiny_early_stop_changes_nothing_but_the_work(tiny, mode):
     """Same trials, decisions, choices, written net and final score (scored in full) with and
     without early stopping; the full scores of stopped candidates agree with the decision."""

@@ -342,11 +342,12 @@ def search(p: Plan, o: Observation, steps: Steps) -> tuple[SearchResult, int | N
         keep = [l.name for l in per_layer_specs(p, o, dfp())]
         keep = keep if _reference_fits(o, s, keep, 3) else None
 
-    def evaluate(candidate, *rule_args):
-        # --search per-layer starts from the combination (the last candidate, the only one with
-        # all three categories set): its run keeps its blobs for the per-layer steps
+    def evaluate(candidate, *args, **kwargs):
+        # (the runner's arguments: a stopping rule, counted=...) --search per-layer starts from
+        # the combination (the last candidate, the only one with all three categories set): its
+        # run keeps its blobs for the per-layer steps
         combined = None not in (candidate.conv_params, candidate.fc_params, candidate.activations)
-        return o.runner.evaluate(extend(candidate, s), *rule_args, keep=keep if combined else None)
+        return o.runner.evaluate(extend(candidate, s), *args, keep=keep if combined else None, **kwargs)
 
     if p.trimming_mode == DYNAMIC_FIXED_POINT:
         result, exp_bits = choose.search_dynamic_fixed_point(evaluate, o.baseline, s.error_margin,
