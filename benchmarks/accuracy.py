@@ -137,12 +137,18 @@ def imagenet_db(wd: Path) -> Path:
 
 # ----------------------------------------------------------------------------- cases
 
-def case_lenet_v2(wd: Path) -> list[dict]:
+def lenet_model(wd: Path) -> tuple[Path, Path]:
+    """(models/lenet train_test reading the MNIST t10k LMDB in both phases, V2 caffemodel)."""
     weights = CAFFEMODELS / "lenet_v2" / "lenet_iter_10000.caffemodel"
     need(weights)
     db = mnist_db(wd, "test")
     model = rewrite(REPO / "models" / "lenet" / "lenet_train_test.prototxt", wd / "lenet_v2.prototxt",
                     {"examples/mnist/mnist_test_lmdb": db, "examples/mnist/mnist_train_lmdb": db})
+    return model, weights
+
+
+def case_lenet_v2(wd: Path) -> list[dict]:
+    model, weights = lenet_model(wd)
     scores, wall = benchmark(model, weights, 100, wd, "lenet_v2")
     return [result("lenet_v2", "accuracy", 0.9911, scores["means"]["accuracy"], 0.00005, images=10000,
                    wall_s=round(wall, 1), weights=str(weights.relative_to(SHARED)))]
@@ -175,27 +181,42 @@ CIFAR_CASES = {
 }
 
 
-def case_cifar(name: str, wd: Path) -> list[dict]:
-    weights, proto, expected, kind = CIFAR_CASES[name]
+def cifar_model(name: str, wd: Path) -> tuple[Path, Path]:
+    """(prototxt reading the CIFAR-10 test LMDB and the real mean, caffemodel) of a case."""
+    weights, proto, _, kind = CIFAR_CASES[name]
     mean = DATA / "cifar10" / "mean.binaryproto"
     need(weights, proto, mean)
     db = cifar_db(wd)
     model = rewrite(proto, wd / f"{name}.prototxt",
                     {f"examples/cifar10/cifar10_test_{kind}": db, f"examples/cifar10/cifar10_train_{kind}": db,
                      "examples/cifar10/mean.binaryproto": mean})
+    return model, weights
+
+
+def case_cifar(name: str, wd: Path) -> list[dict]:
+    expected = CIFAR_CASES[name][2]
+    model, weights = cifar_model(name, wd)
     scores, wall = benchmark(model, weights, 100, wd, name)
     # The manifest's figures are rounded to 0.1 %; the test set is JPEG-decoded here and there.
     return [result(name, "accuracy", expected, scores["means"]["accuracy"], 0.0015, images=10000,
                    wall_s=round(wall, 1), weights=str(weights.relative_to(SHARED)))]
 
 
-def case_squeezenet(wd: Path) -> list[dict]:
+SQUEEZENET_PROTO = CAFFEMODELS / "squeezenet_v1.0_deep_compression" / "SqueezeNet_trainval.prototxt"
+
+
+def squeezenet_model(wd: Path) -> tuple[Path, Path]:
+    """(SqueezeNet v1.0 train_val reading the ImageNet sample LMDB, decoded caffemodel)."""
     weights = CAFFEMODELS / "squeezenet_v1.0_decoded" / "squeezenet_v1.0.caffemodel"
-    proto = CAFFEMODELS / "squeezenet_v1.0_deep_compression" / "SqueezeNet_trainval.prototxt"
-    need(weights, proto)
+    need(weights, SQUEEZENET_PROTO)
     db = imagenet_db(wd)
-    model = rewrite(proto, wd / "squeezenet_v1.0.prototxt",
+    model = rewrite(SQUEEZENET_PROTO, wd / "squeezenet_v1.0.prototxt",
                     {"/ssd/dataset/ilsvrc12_val_lmdb/": db, "/ssd/dataset/ilsvrc12_train_lmdb/": db})
+    return model, weights
+
+
+def case_squeezenet(wd: Path) -> list[dict]:
+    model, weights = squeezenet_model(wd)
     scores, wall = benchmark(model, weights, 20, wd, "squeezenet")  # batch 50 x 20 = all 1000
     extra = {"images": 1000, "wall_s": round(wall, 1), "weights": str(weights.relative_to(SHARED)),
              "note": "n02951585_can_opener.JPEG has an EXIF orientation: the OpenCV decoder (as Caffe's "

@@ -19,33 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .accuracy import CAFFEMODELS, CIFAR_CASES, DATA, REPO, Skip, cifar_db, mnist_db, need, rewrite, ristretto
+from .accuracy import Skip, cifar_model, lenet_model, ristretto
 from .common import emit
 
 ITERATIONS = 100  # batches of 100: the whole 10,000-image test sets
 
 
-def lenet_model(wd: Path) -> tuple[Path, Path]:
-    weights = CAFFEMODELS / "lenet_v2" / "lenet_iter_10000.caffemodel"
-    need(weights)
-    db = mnist_db(wd, "test")
-    model = rewrite(REPO / "models" / "lenet" / "lenet_train_test.prototxt", wd / "lenet.prototxt",
-                    {"examples/mnist/mnist_test_lmdb": db, "examples/mnist/mnist_train_lmdb": db})
-    return model, weights
-
-
-def cifar_model(wd: Path) -> tuple[Path, Path]:
-    weights, proto, _, kind = CIFAR_CASES["cifar10_full"]
-    mean = DATA / "cifar10" / "mean.binaryproto"
-    need(weights, proto, mean)
-    db = cifar_db(wd)
-    model = rewrite(proto, wd / "cifar10_full.prototxt",
-                    {f"examples/cifar10/cifar10_test_{kind}": db, f"examples/cifar10/cifar10_train_{kind}": db,
-                     "examples/cifar10/mean.binaryproto": mean})
-    return model, weights
-
-
-NETS = {"lenet": lenet_model, "cifar10_full": cifar_model}
+NETS = {"lenet": lenet_model, "cifar10_full": lambda wd: cifar_model("cifar10_full", wd)}
 
 
 def ort_session(model_bytes: bytes, exact: bool):

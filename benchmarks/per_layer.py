@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .accuracy import CIFAR_CASES, DATA, Skip, cifar_db, need, rewrite, ristretto
+from .accuracy import Skip, cifar_model, ristretto
 from .common import emit
 from .lenet import make_lenet_workdir
 
@@ -58,13 +58,7 @@ def nets(wd: Path, which: list[str]):
         model, weights = make_lenet_workdir(str(wd))
         yield "lenet", Path(model), Path(weights)
     if "cifar10_full" in which:
-        weights, proto, _, kind = CIFAR_CASES["cifar10_full"]
-        mean = DATA / "cifar10" / "mean.binaryproto"
-        need(weights, proto, mean)
-        db = cifar_db(wd)
-        model = rewrite(proto, wd / "cifar10_full.prototxt",
-                        {f"examples/cifar10/cifar10_test_{kind}": db, f"examples/cifar10/cifar10_train_{kind}": db,
-                         "examples/cifar10/mean.binaryproto": mean})
+        model, weights = cifar_model("cifar10_full", wd)
         yield "cifar10_full", model, weights
 
 

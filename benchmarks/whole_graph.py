@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .accuracy import CAFFEMODELS, CIFAR_CASES, DATA, Skip, cifar_db, imagenet_db, need, rewrite, ristretto
+from .accuracy import SQUEEZENET_PROTO, Skip, cifar_model, ristretto, squeezenet_model
 from .common import emit
 
 VARIANTS = {
@@ -85,25 +85,14 @@ def run_variant(name: str, model: Path, weights: Path, iterations: int, wd: Path
 
 
 def cifar10_full(wd: Path) -> tuple[Path, Path]:
-    weights, proto, _, kind = CIFAR_CASES["cifar10_full"]
-    mean = DATA / "cifar10" / "mean.binaryproto"
-    need(weights, proto, mean)
-    db = cifar_db(wd)
-    model = rewrite(proto, wd / "cifar10_full.prototxt",
-                    {f"examples/cifar10/cifar10_test_{kind}": db, f"examples/cifar10/cifar10_train_{kind}": db,
-                     "examples/cifar10/mean.binaryproto": mean})
-    return model, weights
+    return cifar_model("cifar10_full", wd)
 
 
 def squeezenet(wd: Path) -> tuple[Path, Path]:
     """SqueezeNet v1.0's train_val on the ImageNet sample; the TRAIN layer reads the same LMDB
     with the TEST layer's batch (50) and no mirror, so the statistics see the search's images."""
-    weights = CAFFEMODELS / "squeezenet_v1.0_decoded" / "squeezenet_v1.0.caffemodel"
-    proto = CAFFEMODELS / "squeezenet_v1.0_deep_compression" / "SqueezeNet_trainval.prototxt"
-    need(weights, proto)
-    db = imagenet_db(wd)
-    model = rewrite(proto, wd / "squeezenet_v1.0.prototxt",
-                    {"/ssd/dataset/ilsvrc12_val_lmdb/": db, "/ssd/dataset/ilsvrc12_train_lmdb/": db})
+    model, weights = squeezenet_model(wd)
+    proto = SQUEEZENET_PROTO
     text = model.read_text()
     for old, new in (("batch_size: 32", "batch_size: 50"), ("mirror: true", "mirror: false")):
         if text.count(old) != 1:
